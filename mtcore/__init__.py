@@ -1,0 +1,12 @@
+"""motion-transfer's ML core: motion-textual inversion on Stable Video Diffusion (diffusers).
+
+Never imports prefect or ray: usable and testable alone. One concern a module:
+models (loading, identity, tiny models), routing (which tokens each attention sees),
+embedding (the motion embedding and its file), inversion, sampling (transfer),
+videoio, keys (content-addressed cache keys), catalog (Parquet records), manifest.
+"""
+
+# Bumped whenever a change alters what an inversion or transfer produces; part of every cache key.
+CODE_VERSION = "1"
+
+__all__ = ["CODE_VERSION"]

@@ -1,0 +1,181 @@
+"""Configuration of inversion and transfer: frozen dataclasses, one docstring per field.
+
+All numeric constants of the method live here (EDM noise distribution, conditioning
+noise augmentation, optimiser defaults, SVD micro-conditioning), so that a cache key
+built from `asdict(config)` covers every knob that changes an artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mtcore.errors import InputError
+
+# SVD's micro-conditioning, as the stock pipeline passes it (fps is stored as fps - 1).
+SVD_FPS = 7
+SVD_MOTION_BUCKET_ID = 127
+SVD_NOISE_AUG_STRENGTH = 0.02
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """How a motion embedding is optimised on one reference video (motion-textual inversion)."""
+
+    steps: int = 300
+    """Optimisation steps (the unofficial re-implementation uses 5000 at 1024x576 on an A100)."""
+    tokens_per_frame: int = 5
+    """N: tokens per group; the embedding has (F + 1) x N tokens (paper default 5)."""
+    num_frames: int | None = None
+    """F: frames read from the reference video; None = the UNet's `config.num_frames`."""
+    height: int | None = None
+    """Frame height in pixels; None = `unet.config.sample_size * vae_scale_factor`."""
+    width: int | None = None
+    """Frame width in pixels; None = `unet.config.sample_size * vae_scale_factor`."""
+    frame_sampling: Literal["uniform", "consecutive"] = "uniform"
+    """How F frames are taken from the reference: spread evenly over the whole clip, or the first F."""
+    lr: float = 1e-2
+    """AdamW learning rate (unofficial code: 1e-2)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 30
+    """Linear learning-rate warm-up from 0 over this many steps (unofficial code: 500 of 5000)."""
+    batch_size: int = 1
+    """(sigma, noise) draws per optimisation step, all on the same reference video."""
+    p_mean: float = 1.0
+    """Mean of ln(sigma) for training noise levels (SVD fine-tuning: 0.7; unofficial MTI code: 2.8)."""
+    p_std: float = 1.6
+    """Std of ln(sigma) for training noise levels (unofficial MTI code: 1.6)."""
+    cond_p_mean: float = -3.0
+    """Mean of ln(sigma_cond), the noise augmentation of the conditioning (first) frame."""
+    cond_p_std: float = 0.5
+    """Std of ln(sigma_cond)."""
+    init: Literal["reference_frames", "first_frame", "zeros"] = "reference_frames"
+    """Initial embedding: each group f from the CLIP image embedding of reference frame f (temporal
+    group from frame 0); or every group from frame 0; or zeros."""
+    init_noise: float = 0.1
+    """Gaussian noise added at init, as a fraction of the initial embedding's std."""
+    fps: int = SVD_FPS
+    """Micro-conditioning fps (passed to the UNet as fps - 1, as the stock pipeline does)."""
+    motion_bucket_id: int = SVD_MOTION_BUCKET_ID
+    """Micro-conditioning motion bucket id."""
+    noise_aug_strength: float = SVD_NOISE_AUG_STRENGTH
+    """Micro-conditioning noise-augmentation value fed to the UNet (fixed during inversion)."""
+    gradient_checkpointing: bool = False
+    """Recompute UNet activations in the backward pass (saves memory on large models/GPUs)."""
+    autocast_bf16: bool = False
+    """Run the UNet under bf16 autocast (GPUs with bf16 support); the embedding stays float32."""
+    seed: int = 0
+    """Seed of every random draw of the inversion (init noise, sigmas, noise, augmentation)."""
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """How a video is sampled for a target image (stock SVD Euler sampling)."""
+
+    steps: int = 25
+    """Euler sampling steps (Karras sigmas, as SVD)."""
+    num_frames: int | None = None
+    """Frames to generate; None = the embedding's F (or the UNet's `config.num_frames` without one)."""
+    height: int | None = None
+    """Output height; None = `unet.config.sample_size * vae_scale_factor`."""
+    width: int | None = None
+    """Output width; None = `unet.config.sample_size * vae_scale_factor`."""
+    min_guidance_scale: float = 1.0
+    """Classifier-free guidance at the first frame (linear ramp to the last frame, as SVD)."""
+    max_guidance_scale: float = 1.0
+    """Guidance at the last frame. 1.0 disables guidance (unofficial MTI code); stock SVD uses 3.0."""
+    fps: int = SVD_FPS
+    """Micro-conditioning fps and the fps of the written mp4."""
+    motion_bucket_id: int = SVD_MOTION_BUCKET_ID
+    """Micro-conditioning motion bucket id."""
+    noise_aug_strength: float = SVD_NOISE_AUG_STRENGTH
+    """Noise added to the target image before VAE encoding (and fed to the UNet)."""
+    decode_chunk_size: int | None = None
+    """Frames decoded by the VAE at a time; None = all at once."""
+
+
+def config_from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """Build a frozen config from a plain mapping, refusing unknown keys and wrong types.
+
+    `where` names the source in errors, e.g. "manifests/demo.yaml: inversion".
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, value in data.items():
+        out[name] = _coerce(value, hints[name], f"{where}.{name}")
+    obj = cls(**out)
+    validate_config(obj, where)
+    return obj
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is Literal:
+        if value not in args:
+            raise InputError(where, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise InputError(where, f"must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(where, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(where, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(where, f"must be a number, got {value!r}")
+        return float(value)
+    raise TypeError(f"unsupported config type {hint} at {where}")
+
+
+def validate_config(cfg: InversionConfig | TransferConfig, where: str = "config") -> None:
+    """Range checks shared by the CLI, the manifest and the Python API."""
+    positive = ["steps"]
+    if isinstance(cfg, InversionConfig):
+        positive += ["tokens_per_frame", "batch_size"]
+        if cfg.warmup_steps < 0:
+            raise InputError(f"{where}.warmup_steps", "must be >= 0")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise InputError(f"{where}.{name}", f"must be >= 1, got {getattr(cfg, name)}")
+    if cfg.num_frames is not None and cfg.num_frames < 2:
+        raise InputError(f"{where}.num_frames", f"must be >= 2, got {cfg.num_frames}")
+    for name in ("height", "width"):
+        v = getattr(cfg, name)
+        if v is not None and (v < 8 or v % 8):
+            raise InputError(f"{where}.{name}", f"must be a positive multiple of 8, got {v}")
+
+
+def config_to_dict(cfg: InversionConfig | TransferConfig) -> dict[str, Any]:
+    """Plain JSON-able dict (tuples become lists) for metadata and cache keys."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+__all__ = [
+    "InversionConfig",
+    "TransferConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "validate_config",
+]

@@ -1,0 +1,141 @@
+"""The motion embedding: (F + 1) x N tokens of width D, its initialisation and its file.
+
+Files are safetensors (no pickle) holding one tensor "motion_embedding" of shape (F + 1, N, D)
+in float32 and string metadata: format, model identity, F, N, D, the inversion config (JSON),
+the reference video's sha256 and the code version. Loading checks model and shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from mtcore import CODE_VERSION
+from mtcore.errors import EmbeddingMismatch, InputError
+
+FORMAT = "motion-transfer/motion-embedding"
+FORMAT_VERSION = "1"
+TENSOR_NAME = "motion_embedding"
+
+
+@dataclass
+class MotionEmbedding:
+    """Tokens (F + 1, N, D): groups 0..F-1 feed frame f's spatial cross-attention, group F the temporal one."""
+
+    tokens: torch.Tensor
+    model_id: str = ""
+    reference_sha256: str = ""
+    inversion_config: dict = field(default_factory=dict)
+    code_version: str = CODE_VERSION
+
+    @property
+    def num_frames(self) -> int:
+        return self.tokens.shape[0] - 1
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def token_dim(self) -> int:
+        return self.tokens.shape[2]
+
+    def as_hidden_states(self, batch: int, device, dtype) -> torch.Tensor:
+        """(batch, (F + 1) * N, D): the UNet's `encoder_hidden_states` for a routed call."""
+        flat = self.tokens.reshape(1, -1, self.token_dim).to(device=device, dtype=dtype)
+        return flat.expand(batch, -1, -1)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "num_frames": str(self.num_frames),
+            "tokens_per_frame": str(self.tokens_per_frame),
+            "token_dim": str(self.token_dim),
+            "inversion_config": json.dumps(self.inversion_config, sort_keys=True),
+            "reference_sha256": self.reference_sha256,
+            "code_version": self.code_version,
+        }
+
+
+def initial_tokens(
+    frame_embeds: torch.Tensor, tokens_per_frame: int, mode: str, noise: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Initial (F + 1, N, D) tokens from the CLIP image embeddings (F, D) of the reference frames.
+
+    "reference_frames": group f = embedding of frame f repeated N times, group F = frame 0
+    (the unofficial re-implementation's choice); "first_frame": every group = frame 0;
+    "zeros": all zero. Then Gaussian noise at `noise` x the embeddings' std is added.
+    """
+    f, d = frame_embeds.shape
+    if mode == "reference_frames":
+        groups = torch.cat([frame_embeds, frame_embeds[:1]], dim=0)  # (F+1, D)
+    elif mode == "first_frame":
+        groups = frame_embeds[:1].expand(f + 1, d)
+    elif mode == "zeros":
+        groups = torch.zeros(f + 1, d, dtype=frame_embeds.dtype, device=frame_embeds.device)
+    else:
+        raise ValueError(f"unknown init mode {mode!r}")
+    tokens = groups[:, None, :].expand(f + 1, tokens_per_frame, d).clone()
+    if noise > 0:
+        jitter = torch.randn(tokens.shape, generator=generator, dtype=torch.float32)
+        tokens += noise * frame_embeds.float().std() * jitter.to(tokens.device, tokens.dtype)
+    return tokens
+
+
+def save_embedding(emb: MotionEmbedding, path: str | os.PathLike) -> Path:
+    """Write the embedding file atomically (written aside, then renamed)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        save_file({TENSOR_NAME: emb.tokens.detach().float().cpu().contiguous()}, str(tmp), metadata=emb.metadata())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_embedding(
+    path: str | os.PathLike,
+    model_id: str | None = None,
+    num_frames: int | None = None,
+    token_dim: int | None = None,
+) -> MotionEmbedding:
+    """Read an embedding file; refuse one made for another model, frame count or token width."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "file not found")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(p, f"not a safetensors file ({str(exc).splitlines()[0][:120]})") from None
+    if meta.get("format") != FORMAT or TENSOR_NAME not in tensors:
+        raise InputError(p, "not a motion embedding file (missing format metadata or tensor)")
+    tokens = tensors[TENSOR_NAME]
+    emb = MotionEmbedding(
+        tokens=tokens,
+        model_id=meta.get("model_id", ""),
+        reference_sha256=meta.get("reference_sha256", ""),
+        inversion_config=json.loads(meta.get("inversion_config") or "{}"),
+        code_version=meta.get("code_version", ""),
+    )
+    if tokens.ndim != 3 or str(emb.num_frames) != meta.get("num_frames"):
+        raise InputError(p, f"corrupt embedding: tensor shape {tuple(tokens.shape)} disagrees with its metadata")
+    if model_id is not None and emb.model_id != model_id:
+        raise EmbeddingMismatch(p, f"made for model {emb.model_id or '?'}, not for the loaded model {model_id}")
+    if token_dim is not None and emb.token_dim != token_dim:
+        raise EmbeddingMismatch(p, f"token width D={emb.token_dim}, the model's cross-attention needs D={token_dim}")
+    if num_frames is not None and emb.num_frames != num_frames:
+        raise EmbeddingMismatch(p, f"made for F={emb.num_frames} frames, {num_frames} requested")
+    return emb

@@ -1,0 +1,173 @@
+"""Motion-textual inversion: optimise only the motion embedding on one reference video.
+
+Objective = SVD's training loss (EDM preconditioning with v-prediction):
+  x = x0 + sigma * n,  ln(sigma) ~ N(p_mean, p_std^2)
+  D(x) = c_skip * x + c_out * UNet(c_in * x ++ cond_latent, c_noise, m)
+  loss = (1 + sigma^2) / sigma^2 * mean((D(x) - x0)^2)
+with c_in = 1/sqrt(s^2+1), c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1), c_noise = ln(s)/4, and the
+conditioning (first) frame noise-augmented with ln(sigma_cond) ~ N(cond_p_mean, cond_p_std^2).
+Constants are in `mtcore.config.InversionConfig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from mtcore.conditioning import clip_embed, first_frame_latent, time_ids, to_pil, video_latents
+from mtcore.config import InversionConfig, config_to_dict, validate_config
+from mtcore.embedding import MotionEmbedding, initial_tokens
+from mtcore.models import SVDModel
+
+ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
+
+
+@dataclass(frozen=True)
+class InversionStats:
+    """Denoising loss on fixed (sigma, noise) draws before and after, and wall time."""
+
+    loss_before: float
+    loss_after: float
+    seconds: float
+
+
+def edm_denoise(
+    model: SVDModel,
+    noisy: torch.Tensor,
+    sigma: torch.Tensor,
+    cond_latent: torch.Tensor,
+    hidden_states: torch.Tensor,
+    added_time_ids: torch.Tensor,
+) -> torch.Tensor:
+    """D(x; sigma): denoised (B, F, C, h, w) latents. sigma: (B,); cond_latent: (B, C, h, w)."""
+    s = sigma.view(-1, 1, 1, 1, 1).to(noisy.dtype)
+    c_in, c_skip, c_out = 1 / (s**2 + 1).sqrt(), 1 / (s**2 + 1), -s / (s**2 + 1).sqrt()
+    frames = noisy.shape[1]
+    cond = cond_latent[:, None].expand(-1, frames, -1, -1, -1)  # first frame repeated over frames
+    unet_in = torch.cat([c_in * noisy, cond.to(noisy.dtype)], dim=2).to(model.dtype)
+    out = model.unet(
+        unet_in,
+        (0.25 * sigma.log()).to(model.dtype),
+        encoder_hidden_states=hidden_states.to(model.dtype),
+        added_time_ids=added_time_ids,
+        return_dict=False,
+    )[0]
+    return c_skip * noisy + c_out * out.float()
+
+
+def weighted_loss(denoised: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of (1 + s^2)/s^2 * mean squared error."""
+    per_item = ((denoised - x0) ** 2).flatten(1).mean(1)
+    return ((1 + sigma**2) / sigma**2 * per_item).mean()
+
+
+def fixed_draws(shape: tuple[int, ...], count: int, seed: int, p_mean: float, p_std: float):
+    """`count` (sigma (1,), noise shape) pairs from a seed: a fixed yardstick for the loss."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        sigma = (p_mean + p_std * torch.randn(1, generator=g)).exp()
+        out.append((sigma, torch.randn(shape, generator=g)))
+    return out
+
+
+@torch.no_grad()
+def denoising_loss(model: SVDModel, frames: torch.Tensor, tokens: torch.Tensor, draws, config: InversionConfig) -> float:
+    """Mean weighted loss of embedding `tokens` (F+1, N, D) over fixed draws, no augmentation."""
+    x0 = video_latents(model, frames).float()
+    cond = first_frame_latent(model, frames[:1])
+    ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, 1)
+    hidden = tokens.reshape(1, -1, tokens.shape[-1]).to(model.device)
+    total = 0.0
+    with model.routing.route(tokens.shape[0] - 1, tokens.shape[1]):
+        for sigma, noise in draws:
+            sigma, noise = sigma.to(model.device), noise.to(model.device)
+            d = edm_denoise(model, x0 + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
+            total += weighted_loss(d, x0, sigma).item()
+    return total / len(draws)
+
+
+def _warmup(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def invert(
+    model: SVDModel,
+    frames: torch.Tensor,
+    config: InversionConfig = InversionConfig(),
+    reference_sha256: str = "",
+    progress: ProgressFn | None = None,
+    eval_draws: int = 4,
+) -> tuple[MotionEmbedding, InversionStats]:
+    """Optimise a (F + 1) x N motion embedding on reference `frames` (F, 3, H, W) in [-1, 1].
+
+    Only the embedding has gradients; every random draw comes from a CPU generator seeded with
+    `config.seed`, so a run is deterministic for a seed on a given device.
+    """
+    validate_config(config, "inversion")
+    t0 = time.perf_counter()
+    num_frames, n = frames.shape[0], config.tokens_per_frame
+    gen = torch.Generator().manual_seed(config.seed)
+
+    # Frozen inputs, computed once: x0 latents (1, F, C, h, w) and the CLIP frame embeddings (F, D).
+    x0 = video_latents(model, frames).float()
+    frame_embeds = clip_embed(model, to_pil(frames)).float()
+    tokens = initial_tokens(frame_embeds, n, config.init, config.init_noise, gen)  # (F+1, N, D)
+    param = torch.nn.Parameter(tokens.to(model.device, torch.float32))
+
+    draws = fixed_draws(tuple(x0.shape), eval_draws, config.seed + 1, config.p_mean, config.p_std)
+    loss_before = denoising_loss(model, frames, param.detach(), draws, config)
+
+    opt = torch.optim.AdamW([param], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, config.warmup_steps))
+    b = config.batch_size
+    ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, b)
+    x0_b = x0.expand(b, -1, -1, -1, -1)
+    first = frames[:1].expand(b, -1, -1, -1)
+    autocast = (
+        torch.autocast(model.device.type, dtype=torch.bfloat16)
+        if config.autocast_bf16
+        else contextlib.nullcontext()
+    )
+    was_ckpt = model.unet.is_gradient_checkpointing
+    if config.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    try:
+        with model.routing.route(num_frames, n):
+            for step in range(config.steps):
+                sigma = (config.p_mean + config.p_std * torch.randn(b, generator=gen)).exp()
+                noise = torch.randn(tuple(x0_b.shape), generator=gen)
+                cond_sigma = (config.cond_p_mean + config.cond_p_std * torch.randn(b, generator=gen)).exp()
+                cond_noise = torch.randn(tuple(first.shape), generator=gen)
+                sigma, noise = sigma.to(model.device), noise.to(model.device)
+                cond = first_frame_latent(model, first + cond_sigma.view(-1, 1, 1, 1) * cond_noise)
+                hidden = param.reshape(1, -1, param.shape[-1]).expand(b, -1, -1)
+                with autocast:
+                    d = edm_denoise(model, x0_b + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
+                loss = weighted_loss(d.float(), x0_b, sigma)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"inversion diverged at step {step + 1} (loss {loss.item()})")
+                if progress is not None:
+                    progress(step + 1, config.steps, loss.item())
+    finally:
+        if config.gradient_checkpointing and not was_ckpt:
+            model.unet.disable_gradient_checkpointing()
+
+    tokens = param.detach().float().cpu()
+    loss_after = denoising_loss(model, frames, tokens, draws, config)
+    emb = MotionEmbedding(
+        tokens=tokens,
+        model_id=model.identity,
+        reference_sha256=reference_sha256,
+        inversion_config=config_to_dict(config),
+    )
+    return emb, InversionStats(loss_before, loss_after, time.perf_counter() - t0)
