@@ -1,0 +1,217 @@
+"""The content-addressed artifact store and the Parquet catalogs of a bulk run, under one output root OUT.
+
+    OUT/store/embeddings/<key[:2]>/<key>.safetensors   motion embeddings
+    OUT/store/videos/<key[:2]>/<key>.mp4               transferred videos
+    OUT/catalog/<table>/part-<UTC time>-<uuid8>.parquet  append-only rows, one file per append
+
+Appends never rewrite a file, so concurrent workers need no lock; every file is written aside
+and renamed into place, so readers (this module, pandas, DuckDB) never see a partial file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+EMBEDDINGS = pa.schema([
+    _f("embedding_key", pa.string()),  # mtcore.keys.embedding_key
+    _f("reference_id", pa.string()),  # id in the manifest
+    _f("reference_sha256", pa.string()),  # sha256 of the reference video's bytes
+    _f("model_id", pa.string()),  # model identity, "hub:<id>@<rev>" or "local:<sha256>"
+    _f("num_frames", pa.int32(), True),  # F; null if the inversion failed before it was known
+    _f("tokens_per_frame", pa.int32()),  # N
+    _f("path", pa.string(), True),  # safetensors file relative to OUT; null when failed
+    _f("status", pa.string()),  # "ok" | "failed"
+    _f("error", pa.string(), True),  # one-line reason when failed, else null
+    _f("seconds", pa.float64()),  # wall time of the inversion
+    _f("worker", pa.string()),  # host/actor that ran it
+    _f("created_at", _TS),
+])
+"""One row per inversion attempt (ok or failed)."""
+
+TRANSFERS = pa.schema([
+    _f("transfer_key", pa.string()),  # mtcore.keys.transfer_key
+    _f("embedding_key", pa.string()),
+    _f("reference_id", pa.string()),
+    _f("target_id", pa.string()),
+    _f("target_sha256", pa.string()),  # sha256 of the target image's bytes
+    _f("seed", pa.int64()),
+    _f("model_id", pa.string()),
+    _f("video_path", pa.string(), True),  # mp4 relative to OUT; null when failed
+    _f("status", pa.string()),  # "ok" | "failed"
+    _f("error", pa.string(), True),
+    _f("seconds", pa.float64()),
+    _f("worker", pa.string()),
+    _f("created_at", _TS),
+])
+"""One row per transfer attempt (ok or failed)."""
+
+RUNS = pa.schema([
+    _f("run_id", pa.string()),
+    _f("manifest_path", pa.string()),
+    _f("manifest_sha256", pa.string()),
+    _f("started_at", _TS),
+    _f("finished_at", _TS),
+    _f("inversions_computed", pa.int64()),
+    _f("inversions_cached", pa.int64()),
+    _f("transfers_computed", pa.int64()),
+    _f("transfers_cached", pa.int64()),
+    _f("failed", pa.int64()),  # inversions + transfers that failed
+])
+"""One row per finished bulk run."""
+
+SCHEMAS: dict[str, pa.Schema] = {"embeddings": EMBEDDINGS, "transfers": TRANSFERS, "runs": RUNS}
+_KEY_COLUMN = {"embeddings": "embedding_key", "transfers": "transfer_key"}
+_ARTIFACT_COLUMN = {"embeddings": "path", "transfers": "video_path"}
+_STORE_SUFFIX = {"embeddings": ".safetensors", "videos": ".mp4"}
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def store_relpath(kind: str, key: str) -> str:
+    """Store path of an artifact relative to OUT (posix), as recorded in the catalogs."""
+    if kind not in _STORE_SUFFIX:
+        raise ValueError(f"unknown store kind {kind!r}; expected one of {', '.join(_STORE_SUFFIX)}")
+    if not _KEY_RE.fullmatch(key):
+        # Keys become path components: only a sha256 hex digest is allowed.
+        raise ValueError(f"not a cache key (64 lowercase hex digits): {key!r}")
+    return f"store/{kind}/{key[:2]}/{key}{_STORE_SUFFIX[kind]}"
+
+
+def store_path(out: str | os.PathLike, kind: str, key: str) -> Path:
+    """OUT/store/<kind>/<key[:2]>/<key>.<ext>; kind is "embeddings" or "videos"."""
+    return Path(out) / store_relpath(kind, key)
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffix: str | None = None) -> Path:
+    """Call write_fn(tmp) on a hidden sibling file, then rename it to `path` (atomic on POSIX).
+
+    The tmp name is `.<stem>.tmp-<uuid><suffix>`, suffix defaulting to path's own (ffmpeg picks the
+    container from it). On any exception the tmp file is removed and the exception re-raised.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex}{path.suffix if suffix is None else suffix}")
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _schema(table: str) -> pa.Schema:
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown catalog table {table!r}; expected one of {', '.join(SCHEMAS)}")
+    return SCHEMAS[table]
+
+
+def _check_row(table: str, schema: pa.Schema, i: int, row: dict[str, Any]) -> None:
+    where = f"{table} row {i}"
+    missing = [n for n in schema.names if n not in row]
+    extra = [n for n in row if n not in schema.names]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}")
+    if extra:
+        raise ValueError(f"{where}: unknown column(s) {', '.join(extra)}")
+    for field in schema:
+        value = row[field.name]
+        if value is None and not field.nullable:
+            raise ValueError(f"{where}: column {field.name} must not be null")
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            # pyarrow would silently read a naive local time as UTC.
+            raise ValueError(f"{where}: column {field.name} needs a timezone-aware datetime")
+    if table in _KEY_COLUMN:
+        _check_status(where, row, _ARTIFACT_COLUMN[table])
+
+
+def _check_status(where: str, row: dict[str, Any], artifact: str) -> None:
+    status = row["status"]
+    if status not in ("ok", "failed"):
+        raise ValueError(f"{where}: status must be 'ok' or 'failed', got {status!r}")
+    if status == "ok" and row[artifact] is None:
+        raise ValueError(f"{where}: status ok needs {artifact}")
+    if status == "failed" and not row["error"]:
+        raise ValueError(f"{where}: status failed needs an error")
+
+
+def append_rows(out: str | os.PathLike, table: str, rows: list[dict[str, Any]]) -> Path | None:
+    """Validate rows against the table's schema and write them as one new Parquet file.
+
+    Returns the file written, or None for no rows. ValueError names the row and column at fault.
+    """
+    schema = _schema(table)
+    if not rows:
+        return None
+    for i, row in enumerate(rows):
+        _check_row(table, schema, i, row)
+    try:
+        data = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"{table}: {exc}") from None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = Path(out) / "catalog" / table / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    # The tmp file must not end in .parquet: DuckDB's glob reads hidden files too.
+    return atomic_write(path, lambda tmp: pq.write_table(data, tmp), suffix=".tmp")
+
+
+def _dataset(out: str | os.PathLike, table: str) -> ds.Dataset | None:
+    schema = _schema(table)
+    folder = Path(out) / "catalog" / table
+    if not folder.is_dir():
+        return None
+    # ignore_prefixes skips in-flight ".part-*.tmp-*" files; the explicit schema makes older
+    # files without a newer column read as nulls instead of failing.
+    return ds.dataset(folder, format="parquet", schema=schema, ignore_prefixes=[".", "_"])
+
+
+def read_table(out: str | os.PathLike, table: str) -> pd.DataFrame:
+    """All rows of a catalog table (empty, with the table's columns, if none were written)."""
+    dataset = _dataset(out, table)
+    data = dataset.to_table() if dataset is not None else _schema(table).empty_table()
+    return data.to_pandas()
+
+
+def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
+    """Cache keys with at least one row of status ok ("embeddings" or "transfers").
+
+    A later failed row does not revoke an ok one: the artifact was written before its ok row.
+    """
+    if table not in _KEY_COLUMN:
+        raise ValueError(f"ok_keys: table must be embeddings or transfers, got {table!r}")
+    dataset = _dataset(out, table)
+    if dataset is None:
+        return set()
+    column = _KEY_COLUMN[table]
+    keys = dataset.to_table(columns=[column], filter=ds.field("status") == "ok").column(column)
+    return set(keys.to_pylist())
+
+
+__all__ = [
+    "EMBEDDINGS",
+    "TRANSFERS",
+    "RUNS",
+    "SCHEMAS",
+    "store_relpath",
+    "store_path",
+    "atomic_write",
+    "append_rows",
+    "read_table",
+    "ok_keys",
+]

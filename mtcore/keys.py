@@ -1,0 +1,91 @@
+"""Content-addressed cache keys: pure functions of input bytes, model identity, config and code version.
+
+The same key means the same artifact, so a re-run (or another worker) finds it in the store.
+A key is the sha256 of a canonical JSON document that names every input that changes the artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from mtcore import CODE_VERSION
+from mtcore.config import InversionConfig, TransferConfig, config_to_dict
+
+_CHUNK = 1 << 20  # 1 MiB: reference videos can be large, never read one whole into memory
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest(doc: dict[str, Any]) -> str:
+    # sort_keys + fixed separators make the JSON canonical; allow_nan=False refuses NaN/inf,
+    # which would hash but have no JSON meaning.
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _require(value: Any, cls: type, name: str) -> None:
+    # A TransferConfig passed where an InversionConfig belongs would still hash: refuse it.
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def embedding_key(
+    reference_sha256: str,
+    model_id: str,
+    inversion_config: InversionConfig,
+    code_version: str = CODE_VERSION,
+) -> str:
+    """Key of the motion embedding inverted from one reference video.
+
+    `model_id` is the model identity ("hub:<id>@<rev>" or "local:<sha256>", see mtcore.models).
+    The inversion config includes its `seed`, so another seed is another embedding.
+    """
+    _require(inversion_config, InversionConfig, "inversion_config")
+    return _digest(
+        {
+            "kind": "embedding",
+            "reference_sha256": reference_sha256,
+            "model_id": model_id,
+            "inversion": config_to_dict(inversion_config),
+            "code_version": code_version,
+        }
+    )
+
+
+def transfer_key(
+    embedding_key: str,
+    target_sha256: str,
+    transfer_config: TransferConfig,
+    seed: int,
+    code_version: str = CODE_VERSION,
+) -> str:
+    """Key of the video sampled for one target image with one motion embedding and one seed.
+
+    The model identity is not repeated: it is already inside `embedding_key`.
+    """
+    _require(transfer_config, TransferConfig, "transfer_config")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return _digest(
+        {
+            "kind": "transfer",
+            "embedding_key": embedding_key,
+            "target_sha256": target_sha256,
+            "transfer": config_to_dict(transfer_config),
+            "seed": seed,
+            "code_version": code_version,
+        }
+    )
+
+
+__all__ = ["sha256_file", "embedding_key", "transfer_key"]

@@ -1,0 +1,350 @@
+"""The YAML manifest of a bulk run: reference videos, target images, pairs, seeds and configs.
+
+Structural problems (bad YAML, unknown keys, wrong types, duplicate or unknown ids, paths
+escaping the manifest folder) refuse the whole manifest, all reported at once. Problems of
+single items (missing or unreadable media) are found by `check_media`, so a run can skip them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtcore.config import InversionConfig, TransferConfig, config_from_dict
+from mtcore.errors import InputError
+
+# Ids end up in file names and log lines: no leading dot or dash, no separators.
+_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?")
+_TOP_KEYS = ("name", "model", "revision", "allow_outside", "references", "targets", "pairs", "seeds",
+             "inversion", "transfer")
+_MAX_SEED = 2**63  # seeds are int64 in the transfers catalog
+
+
+@dataclass(frozen=True)
+class Item:
+    """One reference video or target image of the manifest."""
+
+    id: str
+    """Unique within its list; [A-Za-z0-9_.-], not starting with '.' or '-'."""
+    path: Path
+    """Absolute, normalised; relative paths are resolved against the manifest folder."""
+    index: int
+    """Position in its list (references or targets) in the manifest."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest; `pairs` are expanded, every path absolute."""
+
+    path: Path
+    """The manifest file, absolute."""
+    name: str
+    """`name:` or the file stem."""
+    model: str | None
+    """Absolute folder (local model) or hub id; None = the caller's default model."""
+    model_is_local: bool
+    revision: str | None
+    """Hub revision (branch, tag or commit); None for local models or the default branch."""
+    references: tuple[Item, ...]
+    targets: tuple[Item, ...]
+    pairs: tuple[tuple[str, str], ...]
+    """(reference id, target id) in manifest order; `cross` = every reference x every target."""
+    seeds: tuple[int, ...]
+    """One transfer per pair per seed."""
+    inversion: InversionConfig
+    transfer: TransferConfig
+    allow_outside: bool
+    """Whether media paths may escape the manifest folder."""
+    sha256: str
+    """sha256 of the manifest file's bytes."""
+
+
+class ManifestError(InputError):
+    """A structurally invalid manifest; `problems` holds every problem found, one line each."""
+
+    def __init__(self, path: object, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(path, f"{len(self.problems)} problem(s) in the manifest")
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+    def __reduce__(self):
+        # Exceptions cross process boundaries (Prefect, Ray) by pickle, which replays __init__ args.
+        return type(self), (self.where, self.problems)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated mapping keys (plain PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" merges may legitimately be overridden
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys are refused by the base constructor
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _did_you_mean(word: object, options: list[str] | tuple[str, ...] | set[str]) -> str:
+    close = difflib.get_close_matches(str(word), sorted(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parse_yaml(label: str, data: bytes) -> Any:
+    try:
+        return yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ManifestError(label, [f"{label}: {at}{problem}"]) from None
+
+
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    """Read and validate a manifest; ManifestError lists every structural problem."""
+    label = str(path)
+    file = Path(os.path.abspath(path))
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(label, [f"{label}: file not found"]) from None
+    except OSError as exc:
+        raise ManifestError(label, [f"{label}: unreadable ({exc.strerror or exc})"]) from None
+    doc = _parse_yaml(label, data)
+    reader = _Reader(label, file.parent)
+    manifest = reader.read(doc, file, hashlib.sha256(data).hexdigest())
+    if reader.problems or manifest is None:
+        raise ManifestError(label, reader.problems)
+    return manifest
+
+
+class _Reader:
+    """Walks a parsed manifest, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, label: str, folder: Path):
+        self.label = label
+        self.folder = Path(os.path.normpath(folder))
+        self.problems: list[str] = []
+        self.allow_outside = False
+
+    def add(self, field: str, problem: str) -> None:
+        self.problems.append(f"{self.label}: {field}: {problem}" if field else f"{self.label}: {problem}")
+
+    def read(self, doc: Any, file: Path, sha256: str) -> Manifest | None:
+        if not isinstance(doc, dict):
+            self.add("", "must be a mapping with at least references and targets")
+            return None
+        for key in doc:
+            if key not in _TOP_KEYS:
+                self.add(str(key), "unknown key" + _did_you_mean(key, _TOP_KEYS))
+        name = self.string("name", doc.get("name", file.stem))
+        self.allow_outside = doc.get("allow_outside", False)
+        if not isinstance(self.allow_outside, bool):
+            self.add("allow_outside", f"must be true or false, got {self.allow_outside!r}")
+        model, model_is_local = self.model(doc.get("model"))
+        revision = self.string("revision", doc.get("revision"), optional=True)
+        if model_is_local and revision is not None:
+            self.add("revision", "only applies to a hub model; model is a local folder")
+        references, ref_ids = self.items(doc, "references")
+        targets, target_ids = self.items(doc, "targets")
+        pairs = self.pairs(doc.get("pairs", "cross"), references, targets, ref_ids, target_ids)
+        seeds = self.seeds(doc.get("seeds", [0]))
+        inversion = self.config(doc, "inversion", InversionConfig)
+        transfer = self.config(doc, "transfer", TransferConfig)
+        if self.problems:
+            return None
+        return Manifest(file, name, model, model_is_local, revision, references, targets, pairs, seeds,
+                        inversion, transfer, self.allow_outside, sha256)
+
+    def string(self, field: str, value: Any, optional: bool = False) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.add(field, f"must be a non-empty string, got {value!r}")
+            return None
+        return value
+
+    def model(self, value: Any) -> tuple[str | None, bool]:
+        if value is None:
+            return None, False
+        if self.string("model", value) is None:
+            return None, False
+        local = Path(os.path.normpath(self.folder / Path(value).expanduser()))
+        looks_like_path = value in (".", "..") or value.startswith(("./", "../", "/", "~")) or os.path.isabs(value)
+        if looks_like_path or local.exists():
+            if not local.is_dir():
+                state = "is not a folder" if local.exists() else "not found"
+                self.add("model", f"{value!r}: local model folder {state} ({local})")
+            return str(local), True
+        if not _HUB_ID_RE.fullmatch(value):
+            self.add("model", f"{value!r} is neither a local folder nor a hub id like 'org/name'")
+        return value, False
+
+    def items(self, doc: dict, kind: str) -> tuple[tuple[Item, ...], set[str]]:
+        raw = doc.get(kind)
+        if not isinstance(raw, list) or not raw:
+            self.add(kind, "missing" if kind not in doc else "must be a non-empty list of {id, path}")
+            return (), set()
+        items, seen = [], {}
+        for i, entry in enumerate(raw):
+            where = f"{kind}[{i}]"
+            if not self.entry(where, entry, ("id", "path")):
+                continue
+            item_id = self.item_id(where, entry, seen)
+            path = self.item_path(where, entry)
+            if item_id is not None and path is not None:
+                items.append(Item(item_id, path, i))
+        return tuple(items), set(seen)
+
+    def entry(self, where: str, entry: Any, keys: tuple[str, ...]) -> bool:
+        """False if `entry` is not a mapping; unknown keys are reported but the rest is still read."""
+        if not isinstance(entry, dict):
+            self.add(where, f"must be a mapping with {' and '.join(keys)}, got {entry!r}")
+            return False
+        for key in entry:
+            if key not in keys:
+                self.add(where, f"unknown key {key!r}" + _did_you_mean(key, keys))
+        return True
+
+    def item_id(self, where: str, entry: dict, seen: dict[str, str]) -> str | None:
+        if "id" not in entry:
+            self.add(f"{where}.id", "missing")
+            return None
+        value = entry["id"]
+        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+            self.add(f"{where}.id", f"must be a string of letters, digits, '_', '.', '-' "
+                                    f"(not starting with '.' or '-'), got {value!r}")
+            return None
+        if value in seen:
+            self.add(f"{where}.id", f"duplicate id {value!r} (also {seen[value]})")
+            return None
+        seen[value] = where
+        return value
+
+    def item_path(self, where: str, entry: dict) -> Path | None:
+        if "path" not in entry:
+            self.add(f"{where}.path", "missing")
+            return None
+        value = self.string(f"{where}.path", entry["path"])
+        if value is None:
+            return None
+        # Lexical normalisation, not resolve(): a symlink placed inside the folder is the
+        # folder owner's choice; only '..' and absolute paths count as escaping it.
+        path = Path(os.path.normpath(self.folder / Path(value).expanduser()))
+        inside = path == self.folder or self.folder in path.parents
+        if not inside and self.allow_outside is not True:
+            self.add(f"{where}.path", f"{value!r} is outside the manifest folder (set allow_outside: true to allow)")
+            return None
+        return path
+
+    def pairs(self, raw: Any, references: tuple[Item, ...], targets: tuple[Item, ...],
+              ref_ids: set[str], target_ids: set[str]) -> tuple[tuple[str, str], ...]:
+        if raw == "cross":
+            return tuple((r.id, t.id) for r in references for t in targets)
+        if not isinstance(raw, list) or not raw:
+            self.add("pairs", f"must be 'cross' or a non-empty list of {{reference, target}}, got {raw!r}")
+            return ()
+        pairs, seen = [], {}
+        for i, entry in enumerate(raw):
+            where = f"pairs[{i}]"
+            if not self.entry(where, entry, ("reference", "target")):
+                continue
+            ref = self.pair_id(where, entry, "reference", ref_ids)
+            target = self.pair_id(where, entry, "target", target_ids)
+            if ref is None or target is None:
+                continue
+            if (ref, target) in seen:
+                self.add(where, f"duplicate pair {ref!r} x {target!r} (also {seen[ref, target]})")
+                continue
+            seen[ref, target] = where
+            pairs.append((ref, target))
+        return tuple(pairs)
+
+    def pair_id(self, where: str, entry: dict, field: str, known: set[str]) -> str | None:
+        if field not in entry:
+            self.add(f"{where}.{field}", "missing")
+            return None
+        value = entry[field]
+        if not isinstance(value, str) or value not in known:
+            self.add(f"{where}.{field}", f"unknown {field} id {value!r}" + _did_you_mean(value, known))
+            return None
+        return value
+
+    def seeds(self, raw: Any) -> tuple[int, ...]:
+        if not isinstance(raw, list) or not raw:
+            self.add("seeds", f"must be a non-empty list of integers, got {raw!r}")
+            return ()
+        seeds, seen = [], {}
+        for i, seed in enumerate(raw):
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                self.add(f"seeds[{i}]", f"must be an integer, got {seed!r}")
+            elif not 0 <= seed < _MAX_SEED:
+                self.add(f"seeds[{i}]", f"must be in [0, 2**63), got {seed}")
+            elif seed in seen:
+                self.add(f"seeds[{i}]", f"duplicate seed {seed} (also seeds[{seen[seed]}])")
+            else:
+                seen[seed] = i
+                seeds.append(seed)
+        return tuple(seeds)
+
+    def config(self, doc: dict, name: str, cls: type) -> Any:
+        raw = doc.get(name)
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            self.add(name, f"must be a mapping of {cls.__name__} fields, got {raw!r}")
+            return None
+        fields = [f.name for f in dataclasses.fields(cls)]
+        where = f"{self.label}: {name}"
+        ok = {}
+        # One field at a time, so every wrong field is reported, not only the first.
+        for key, value in raw.items():
+            if key not in fields:
+                self.add(f"{name}.{key}", "unknown key" + _did_you_mean(key, fields))
+                continue
+            try:
+                config_from_dict(cls, {key: value}, where)
+                ok[key] = value
+            except InputError as exc:
+                self.problems.append(str(exc))
+        if len(ok) < len(raw):
+            return None
+        try:
+            return config_from_dict(cls, ok, where)
+        except InputError as exc:
+            self.problems.append(str(exc))
+            return None
+
+
+def check_media(manifest: Manifest) -> dict[str, str]:
+    """Problems of single items: {"reference:<id>" | "target:<id>": one-line problem}; empty if all readable."""
+    # Imported here: videoio pulls in torch and ffmpeg, which validating a manifest does not need.
+    from mtcore.videoio import probe_video, read_image
+
+    problems = {}
+    for kind, items, check in (("reference", manifest.references, probe_video),
+                               ("target", manifest.targets, read_image)):
+        for item in items:
+            try:
+                check(item.path)
+            except InputError as exc:
+                problems[f"{kind}:{item.id}"] = str(exc).splitlines()[0]
+    return problems
+
+
+__all__ = ["Item", "Manifest", "ManifestError", "load_manifest", "check_media"]
