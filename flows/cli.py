@@ -16,6 +16,9 @@ import typer
 # Library chatter is not ours to show; must be set before transformers is imported.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+# No phoning home: Prefect's server telemetry and Ray's usage stats reach outside hosts.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 app = typer.Typer(
     help="motion-transfer: make videos that move like a reference video (motion-textual inversion on SVD).",
@@ -179,6 +182,125 @@ def transfer(
                     write_mp4(video, path, fps=fps)
         for p in paths:
             typer.echo(f"wrote {p}")
+
+    guarded(body)
+
+
+def _load_manifest_or_fail(manifest: Path):
+    """Structural problems refuse the manifest: print every one, exit 2."""
+    from mtcore.manifest import ManifestError, load_manifest
+
+    try:
+        return load_manifest(manifest)
+    except ManifestError as exc:
+        for line in exc.problems:
+            typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def validate(manifest: Path = typer.Argument(..., help="Manifest YAML file.")) -> None:
+    """Check a manifest without running it: structure (refuses the run) and media (fails only their rows).
+
+    Exit status: 0 all good, 1 some media missing or unreadable, 2 the manifest itself is invalid.
+    """
+
+    def body():
+        from mtcore.manifest import check_media
+
+        m = _load_manifest_or_fail(manifest)
+        typer.echo(f"{manifest}: {len(m.references)} reference videos, {len(m.targets)} target images, "
+                   f"{len(m.pairs)} pairs x {len(m.seeds)} seeds = {len(m.pairs) * len(m.seeds)} transfers; "
+                   f"model: {m.model or 'built-in default'}")
+        problems = check_media(m)
+        for item, problem in problems.items():
+            typer.secho(f"item {item}: {problem}", fg=typer.colors.YELLOW, err=True)
+        if problems:
+            typer.echo(f"{len(problems)} item problem(s): the rows that need them will fail; the rest will run.")
+            raise typer.Exit(1)
+        typer.echo("ok: structure and media are valid")
+
+    guarded(body)
+
+
+@app.command()
+def run(
+    manifest: Path = typer.Argument(..., help="Manifest YAML file."),
+    out: Path = typer.Option(Path("mt-out"), help="Output root: store/ (artifacts) and catalog/ (Parquet)."),
+    ray_address: Optional[str] = typer.Option(None, help="Join a Ray cluster started with `ray start` (default: local Ray)."),
+    gpus_per_worker: float = typer.Option(0.0, help="num_gpus each model worker requests (0 = CPU workers)."),
+    workers: Optional[int] = typer.Option(None, help="Model workers (default: one per GPU, or 1 on CPU)."),
+    batch_size: int = typer.Option(4, help="Targets sharing an embedding sampled in one UNet call."),
+    device: Optional[str] = typer.Option(None, help="torch device in workers (default: cuda if visible, else cpu)."),
+    dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
+) -> None:
+    """Run a manifest as one Prefect flow: invert missing embeddings, transfer missing pairs, write catalogs.
+
+    Only what the store lacks is computed; a re-run of the same manifest computes nothing new.
+    Exit status 1 when any row failed (see the summary and catalog error columns).
+    """
+
+    def body():
+        _load_manifest_or_fail(manifest)  # refuse a broken manifest before starting Prefect or Ray
+        from flows.bulk import bulk_run
+
+        result = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                          workers=workers, batch_size=batch_size, device=device, dtype=dtype)
+        print_summary(result)
+        if result["failed"]:
+            raise typer.Exit(1)
+
+    guarded(body)
+
+
+def print_summary(r: dict) -> None:
+    typer.echo("")
+    typer.echo(f"run {r['run_id']} finished in {r['wall_seconds']:.1f} s")
+    typer.echo(f"  inversions: {r['inversions_computed']} computed, {r['inversions_cached']} cached")
+    typer.echo(f"  transfers:  {r['transfers_computed']} computed, {r['transfers_cached']} cached")
+    colour = typer.colors.RED if r["failed"] else None
+    typer.secho(f"  failed:     {r['failed']}", fg=colour)
+    for err in r["errors"][:5]:
+        typer.secho(f"    - {err}", fg=colour)
+    for w in r["workers"]:
+        typer.echo(f"  worker {w['worker']}: {w['items']} items, model loaded {w['model_loads']}x on {w['device']}")
+    typer.echo(f"  catalogs:   {r['catalogs']}  (e.g. duckdb: SELECT * FROM read_parquet('{r['catalogs']}/transfers/*.parquet'))")
+
+
+@app.command()
+def serve(
+    manifest: Path = typer.Argument(..., help="Manifest YAML file."),
+    cron: Optional[str] = typer.Option(None, help='Cron schedule, e.g. "0 3 * * *".'),
+    interval: Optional[float] = typer.Option(None, help="Or: seconds between runs."),
+    name: Optional[str] = typer.Option(None, help="Deployment name (default: the manifest's name)."),
+    out: Path = typer.Option(Path("mt-out"), help="Output root shared by every scheduled run."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for the runs (default: local Ray)."),
+    gpus_per_worker: float = typer.Option(0.0, help="num_gpus each model worker requests."),
+    workers: Optional[int] = typer.Option(None, help="Model workers per run."),
+) -> None:
+    """Serve the manifest's flow as a scheduled Prefect deployment (needs a Prefect server).
+
+    Start a server with `prefect server start`, set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api),
+    then keep `mt serve` running; each scheduled or `prefect deployment run` run only does what is new.
+    """
+
+    def body():
+        from mtcore.errors import InputError
+
+        m = _load_manifest_or_fail(manifest)
+        if (cron is None) == (interval is None):
+            raise InputError("mt serve", "give exactly one of --cron or --interval")
+        if not os.environ.get("PREFECT_API_URL"):
+            raise InputError("PREFECT_API_URL", "not set: scheduled runs need a Prefect server "
+                             "(`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api)")
+        from flows.bulk import FLOW_NAME, bulk_run
+
+        deployment = name or m.name
+        params = {"manifest": str(m.path), "out": str(out.resolve()), "ray_address": ray_address,
+                  "gpus_per_worker": gpus_per_worker, "workers": workers}
+        typer.echo(f"serving deployment '{FLOW_NAME}/{deployment}' ({'cron ' + cron if cron else f'every {interval:g} s'}); "
+                   f"trigger now with: prefect deployment run '{FLOW_NAME}/{deployment}'")
+        bulk_run.serve(name=deployment, cron=cron, interval=interval, parameters=params)
 
     guarded(body)
 

@@ -1,17 +1,13 @@
-"""Loading Stable Video Diffusion pipelines, their identity, and tiny random ones for tests.
+"""Loading Stable Video Diffusion pipelines, and tiny random ones for tests.
 
 Every model, real or tiny, goes through `StableVideoDiffusionPipeline.from_pretrained`
-(a local folder or a hub id + revision). The *model identity* recorded in embeddings,
-cache keys and catalogs is "hub:<id>@<revision or commit>" or "local:<sha256 of the folder's
-config and weight files>", so a retrained local model never reuses stale artifacts.
+(a local folder or a hub id + revision); its identity comes from `mtcore.identity`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -29,13 +25,8 @@ except ImportError:  # pragma: no cover
     from transformers import CLIPImageProcessor
 
 from mtcore.errors import InputError
+from mtcore.identity import DEFAULT_MODEL, is_local, model_identity
 from mtcore.routing import MotionRouting
-
-# The CPU default until a trained toy model ships: a tiny random SVD made by `init_tiny_model(seed=0)`.
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "tiny-random-svd"
-
-# Files whose bytes define a local model (configs and weights); anything else in the folder is ignored.
-_IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".txt")
 
 
 @dataclass
@@ -92,40 +83,6 @@ def parse_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.d
     return table[name]
 
 
-def is_local(model: str | os.PathLike) -> bool:
-    """A model reference is a local folder if it exists on disk (else it is a hub id)."""
-    return Path(model).expanduser().exists()
-
-
-@lru_cache(maxsize=32)
-def _folder_hash(folder: str, stamp: tuple) -> str:
-    # `stamp` (sizes and mtimes) is only the cache key: a changed file re-hashes.
-    h = hashlib.sha256()
-    root = Path(folder)
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in _IDENTITY_SUFFIXES:
-            h.update(str(p.relative_to(root)).encode() + b"\0")
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
-
-
-def model_identity(model: str | os.PathLike, revision: str | None = None) -> str:
-    """Provenance string for a model reference (see module docstring)."""
-    if is_local(model):
-        root = Path(model).expanduser().resolve()
-        if not (root / "model_index.json").is_file():
-            raise InputError(root, "not a diffusers pipeline folder (no model_index.json)")
-        stamp = tuple(
-            (str(p), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))
-            if p.is_file() and p.suffix in _IDENTITY_SUFFIXES
-        )
-        return "local:" + _folder_hash(str(root), stamp)
-    return f"hub:{model}@{revision or 'main'}"
-
-
 def _quiet_libraries() -> None:
     # The project reports its own progress; library bars and load chatter would drown it.
     import diffusers
@@ -135,6 +92,14 @@ def _quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+_LOADS = 0  # pipelines loaded by this process: workers report it to prove the model stays resident
+
+
+def load_count() -> int:
+    """How many times this process has called `load_model`."""
+    return _LOADS
 
 
 def load_model(
@@ -149,6 +114,7 @@ def load_model(
 
     Weights load on CPU in float32 (diffusers' convention) and are then moved to `device`/`dtype`.
     """
+    global _LOADS
     model = DEFAULT_MODEL if model is None else model
     dev = pick_device(str(device) if device is not None else None)
     dt = parse_dtype(dtype, dev)
@@ -159,17 +125,13 @@ def load_model(
         pipe = StableVideoDiffusionPipeline.from_pretrained(src, revision=revision, dtype=dt)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise InputError(model, f"cannot load an SVD pipeline ({str(exc).splitlines()[0][:200]})") from None
-    if identity.startswith("hub:") and revision is None:
-        # A hub snapshot folder is named by its commit: record that rather than "main".
-        commit = Path(getattr(pipe, "_name_or_path", "") or "").name
-        if len(commit) == 40:
-            identity = f"hub:{model}@{commit}"
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.unet, pipe.vae, pipe.image_encoder):
         part.requires_grad_(False)
         part.eval()
     routing = MotionRouting.install(pipe.unet)
+    _LOADS += 1
     return SVDModel(pipe=pipe, identity=identity, routing=routing, device=dev, dtype=dt)
 
 

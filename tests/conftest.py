@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np
 import pytest
@@ -54,3 +56,49 @@ def target_images():
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One ephemeral Prefect API for the whole session, its database in a temp PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def write_manifest(folder, references: dict, targets: dict, **extra) -> "Path":
+    """A manifest YAML in `folder` naming the given {id: path} media; `extra` adds top-level keys."""
+    import yaml
+
+    doc = {
+        "references": [{"id": k, "path": str(v)} for k, v in references.items()],
+        "targets": [{"id": k, "path": str(v)} for k, v in targets.items()],
+        "pairs": "cross",
+        "seeds": [0],
+        "inversion": {"steps": 3, "tokens_per_frame": 2},
+        "transfer": {"steps": 2},
+        "allow_outside": True,
+        **extra,
+    }
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Two reference videos and two target images on disk."""
+    from PIL import Image
+
+    from mtcore.videoio import write_mp4
+
+    d = tmp_path_factory.mktemp("pipeline-media")
+    write_mp4(moving_square_frames(12, seed=0), d / "right.mp4")
+    write_mp4(moving_square_frames(12, step=-4, seed=1), d / "left.mp4")
+    rng = np.random.default_rng(5)
+    for name in ("cat", "dog"):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(d / f"{name}.png")
+    return d

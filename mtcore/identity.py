@@ -1,0 +1,59 @@
+"""Model identity: the provenance string recorded in embeddings, cache keys and catalogs.
+
+"hub:<id>@<revision>" for a hub model, "local:<sha256 of the folder's config and weight files>"
+for a local folder, so a retrained local model never reuses stale artifacts. Light on purpose
+(no torch): planning a run, which only hashes, must not pay for importing the ML stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from mtcore.errors import InputError
+
+# The CPU default until a trained toy model ships: a tiny random SVD made by `init_tiny_model(seed=0)`.
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "tiny-random-svd"
+
+# Files whose bytes define a local model (configs and weights); anything else in the folder is ignored.
+_IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".txt")
+
+
+def is_local(model: str | os.PathLike) -> bool:
+    """A model reference is a local folder if it exists on disk (else it is a hub id)."""
+    return Path(model).expanduser().exists()
+
+
+@lru_cache(maxsize=32)
+def _folder_hash(folder: str, stamp: tuple) -> str:
+    # `stamp` (sizes and mtimes) is only the cache key: a changed file re-hashes.
+    h = hashlib.sha256()
+    root = Path(folder)
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in _IDENTITY_SUFFIXES:
+            h.update(str(p.relative_to(root)).encode() + b"\0")
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def model_identity(model: str | os.PathLike, revision: str | None = None) -> str:
+    """Provenance string for a model reference (see module docstring).
+
+    A hub id without a revision is recorded as "@main": pin `revision` to a commit for
+    reproducible cache keys when the hub branch may move.
+    """
+    if is_local(model):
+        root = Path(model).expanduser().resolve()
+        if not (root / "model_index.json").is_file():
+            raise InputError(root, "not a diffusers pipeline folder (no model_index.json)")
+        stamp = tuple(
+            (str(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in _IDENTITY_SUFFIXES
+        )
+        return "local:" + _folder_hash(str(root), stamp)
+    return f"hub:{model}@{revision or 'main'}"

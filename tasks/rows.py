@@ -1,0 +1,48 @@
+"""Catalog rows of the embeddings and transfers tables, and errors made into one line.
+
+Light (no torch): the flow's driver builds failed rows without importing the ML stack.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+from pathlib import Path
+
+from mtcore.config import InversionConfig
+from mtcore.errors import InputError
+from tasks.plan import InversionJob, TransferJob
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: user errors as they are, others with their type and origin."""
+    if isinstance(exc, InputError):
+        return str(exc).splitlines()[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
+
+
+def embedding_row(job: InversionJob, model_id: str, cfg: InversionConfig, num_frames: int | None,
+                  error: str | None, seconds: float, worker: str) -> dict:
+    return {
+        "embedding_key": job.key, "reference_id": job.reference_id, "reference_sha256": job.reference_sha256,
+        "model_id": model_id, "num_frames": num_frames, "tokens_per_frame": cfg.tokens_per_frame,
+        "path": None if error else job.path, "status": "failed" if error else "ok", "error": error,
+        "seconds": float(seconds), "worker": worker, "created_at": now(),
+    }
+
+
+def transfer_row(job: TransferJob, model_id: str, error: str | None, seconds: float, worker: str) -> dict:
+    return {
+        "transfer_key": job.key, "embedding_key": job.embedding_key, "reference_id": job.reference_id,
+        "target_id": job.target_id, "target_sha256": job.target_sha256, "seed": int(job.seed),
+        "model_id": model_id, "video_path": None if error else job.video_path,
+        "status": "failed" if error else "ok", "error": error, "seconds": float(seconds),
+        "worker": worker, "created_at": now(),
+    }
