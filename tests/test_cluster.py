@@ -1,0 +1,38 @@
+"""Two Ray nodes on one machine, each declaring a (fake) GPU: workers request num_gpus=1 and
+rows record which node did the work. All services bind to this machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtcore.catalog import read_table
+from tests.conftest import write_manifest
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False})
+    c.add_node(num_cpus=1, num_gpus=1)
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()
+
+
+def test_two_gpu_nodes_share_the_work(prefect_harness, cluster, media, tmp_path, tiny_model_dir):
+    from flows.bulk import bulk_run
+
+    manifest = write_manifest(tmp_path, {"right": media / "right.mp4", "left": media / "left.mp4"},
+                              {"cat": media / "cat.png", "dog": media / "dog.png"}, model=str(tiny_model_dir))
+    out = tmp_path / "out"
+    result = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, gpus_per_worker=1)
+    assert result["failed"] == 0 and result["transfers_computed"] == 4
+    workers = result["workers"]
+    assert len(workers) == 2 and all(w["model_loads"] == 1 for w in workers)
+    nodes = {w["worker"].split("/")[1] for w in workers}
+    assert len(nodes) == 2  # one actor per node: each node's single GPU is taken
+    emb, tr = read_table(out, "embeddings"), read_table(out, "transfers")
+    row_nodes = {w.split("/")[1] for w in list(emb.worker) + list(tr.worker)}
+    assert row_nodes == nodes  # both nodes did work, and the rows say which
+    assert {w["worker"] for w in workers} >= set(emb.worker)
