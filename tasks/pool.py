@@ -98,29 +98,8 @@ class WorkerPool:
         self.infos = ray.get([a.info.remote() for a in self.actors])
 
     def map(self, method: str, items: Iterable[tuple[Any, ...]], on_done: Callable[[Any, list[dict] | Exception], None]) -> None:
-        """Call `actor.<method>(*item)` for every item, one in flight per actor; `on_done(item, rows|error)`."""
-        todo = list(items)
-        idle = list(self.actors)
-        running: dict[Any, tuple[Any, Any]] = {}
-        while todo or running:
-            while todo and idle:
-                actor, item = idle.pop(), todo.pop(0)
-                running[getattr(actor, method).remote(*item)] = (actor, item)
-            ready, _ = ray.wait(list(running), num_returns=1)
-            actor, item = running.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-                idle.append(actor)
-            except ray.exceptions.RayActorError as exc:  # the worker died: its item fails, others go on
-                result = exc
-                if not idle and not running and todo:
-                    for rest in todo:
-                        on_done(rest, RuntimeError("every worker died"))
-                    todo.clear()
-            except Exception as exc:  # an error the worker did not turn into rows
-                result = exc
-                idle.append(actor)
-            on_done(item, result)
+        """Call `actor.<method>(*item)` for every item across the workers; `on_done(item, rows|error)`."""
+        dispatch(self.actors, method, items, on_done)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per worker: name, model loads in its process, items served."""
@@ -138,3 +117,33 @@ class WorkerPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+
+def dispatch(actors: list, method: str, items: Iterable[tuple[Any, ...]], on_done: Callable[[Any, Any], None]) -> None:
+    """Run `actor.<method>(*item)` for every item, one in flight per actor, results in completion order.
+
+    A dead actor's item is reported as its error and the actor leaves the rotation; when no actor
+    is left, the remaining items are reported failed. Other errors keep the actor in rotation.
+    """
+    todo = list(items)
+    idle = list(actors)
+    running: dict[Any, tuple[Any, Any]] = {}
+    while todo or running:
+        while todo and idle:
+            actor, item = idle.pop(), todo.pop(0)
+            running[getattr(actor, method).remote(*item)] = (actor, item)
+        if not running:  # every actor died
+            for rest in todo:
+                on_done(rest, RuntimeError("every worker died"))
+            return
+        ready, _ = ray.wait(list(running), num_returns=1)
+        actor, item = running.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+            idle.append(actor)
+        except ray.exceptions.RayActorError as exc:  # the worker died: its item fails, others go on
+            result = exc
+        except Exception as exc:  # an error the worker did not turn into rows
+            result = exc
+            idle.append(actor)
+        on_done(item, result)
