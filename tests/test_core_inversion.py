@@ -67,3 +67,16 @@ def test_initial_tokens_follow_reference_frames(tiny_model, reference_video):
     assert t.shape == (9, 3, e.shape[1])
     torch.testing.assert_close(t[5, 2], e[5])
     torch.testing.assert_close(t[8, 0], e[0])  # temporal group starts from frame 0
+
+
+def test_gpu_memory_options_run_and_agree(tiny_model, reference_video):
+    """Gradient checkpointing changes memory, not results; bf16 autocast runs (CPU autocast here)."""
+    frames = read_video(reference_video, 8, 64, 64)
+    base = InversionConfig(steps=3, tokens_per_frame=2, warmup_steps=1, seed=4)
+    plain, _ = invert(tiny_model, frames, base)
+    ckpt, _ = invert(tiny_model, frames, InversionConfig(**{**base.__dict__, "gradient_checkpointing": True}))
+    torch.testing.assert_close(ckpt.tokens, plain.tokens, rtol=1e-4, atol=1e-5)
+    assert not tiny_model.unet.is_gradient_checkpointing  # restored afterwards
+    bf16, stats = invert(tiny_model, frames, InversionConfig(**{**base.__dict__, "autocast_bf16": True}))
+    assert bf16.tokens.dtype == torch.float32 and torch.isfinite(bf16.tokens).all()
+    assert not torch.equal(bf16.tokens, plain.tokens)  # autocast really changed the arithmetic
