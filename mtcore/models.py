@@ -121,6 +121,8 @@ def load_model(
     identity = model_identity(model, revision)
     src = str(Path(model).expanduser().resolve()) if is_local(model) else str(model)
     _quiet_libraries()
+    import mtcore.toy.model  # noqa: F401  custom components named in model_index.json must be imported first
+
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(src, revision=revision, dtype=dt)
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -133,6 +135,24 @@ def load_model(
     routing = MotionRouting.install(pipe.unet)
     _LOADS += 1
     return SVDModel(pipe=pipe, identity=identity, routing=routing, device=dev, dtype=dt)
+
+
+def svd_scheduler() -> EulerDiscreteScheduler:
+    """Euler scheduler with Stable Video Diffusion's scheduler_config.json settings that matter."""
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        sigma_min=0.002,
+        sigma_max=700.0,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
 
 
 def build_tiny_pipeline(
@@ -179,21 +199,7 @@ def build_tiny_pipeline(
             intermediate_size=64,
         )
     )
-    # SVD's scheduler_config.json, verbatim in the settings that matter.
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        prediction_type="v_prediction",
-        interpolation_type="linear",
-        sigma_min=0.002,
-        sigma_max=700.0,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
+    scheduler = svd_scheduler()
     feature_extractor = CLIPImageProcessor(crop_size=224, size=224)
     return StableVideoDiffusionPipeline(
         vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor

@@ -28,6 +28,8 @@ class ModelWorker:
 
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
+        if self.model.device.type == "cpu":
+            _unnice()
         ctx = ray.get_runtime_context()
         self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
         self.items = 0
@@ -49,6 +51,20 @@ class ModelWorker:
 
         self.items += len(jobs)
         return transfer_jobs(self.model, jobs, cfg, Path(out), self.name)
+
+
+def _unnice() -> None:
+    """Undo Ray's default worker niceness (15) for CPU workers, where the machine allows it.
+
+    Measured on 2 cores: at nice 15 every tick of Ray's and Prefect's daemons preempts one of
+    torch's two threads and stalls the other at its next barrier; an inversion ran 12% slower
+    in the worker than in a bare loop. GPU workers spend their time waiting on the device and
+    keep Ray's default.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except (PermissionError, OSError):
+        pass  # not allowed for this user: keep Ray's niceness
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,9 @@ def test_motion_tokens():
     tokens = motion_tokens(d, kind_index=2, dim=32)
     assert tokens.shape == (5, 32) and tokens.dtype == np.float32
     assert not tokens[0].any()  # frame 0: no previous frame, zero displacement
-    assert not tokens[:, 11:].any()  # zero padding after the features
+    assert not tokens[:, 21:].any()  # zero padding after the features
+    np.testing.assert_allclose(tokens[3, 11:13], [0.0, 0.5 / 16])  # cumulative offset (1+1-2, 0+0.5+0) / S
+    assert not tokens[-1, 11:].any()  # the temporal token carries no offset
     assert tokens[-1, 5] == 1 and tokens[-1, 6:11].tolist() == [0, 0, 1, 0, 0]
     assert len({row.tobytes() for row in tokens[1:4]}) == 3  # each step encodes differently
     np.testing.assert_allclose(tokens[1, :2], [0.5, 0.0])
