@@ -305,6 +305,48 @@ def serve(
     guarded(body)
 
 
+@app.command()
+def sheet(
+    out: Path = typer.Option(Path("mt-out"), help="Output root of `mt run` (its catalogs and store)."),
+    png: Path = typer.Option(Path("contact-sheet.png"), help="PNG to write."),
+    manifest: Optional[Path] = typer.Option(None, help="Show each reference's own frames first (its manifest)."),
+    scale: int = typer.Option(0, help="Enlarge frames by this factor (0 = up to ~64 px high)."),
+    limit: int = typer.Option(40, help="At most this many videos."),
+) -> None:
+    """Write a contact sheet PNG of a run's videos: one row of frames per video, grouped by reference."""
+
+    def body():
+        from mtcore.catalog import read_table
+        from mtcore.errors import InputError
+        from mtcore.videoio import read_frames, read_video, save_contact_sheet
+
+        tr = read_table(out, "transfers")
+        tr = tr[tr.status == "ok"].drop_duplicates("transfer_key").sort_values(["reference_id", "target_id", "seed"])
+        if tr.empty:
+            raise InputError(out, "no finished transfers in the catalog")
+        refs = {}
+        if manifest is not None:
+            m = _load_manifest_or_fail(manifest)
+            refs = {r.id: r.path for r in m.references}
+        rows, labels = [], []
+        for ref_id, group in tr.groupby("reference_id", sort=True):
+            videos = [read_frames(out / p) for p in group.video_path[:limit]]
+            if ref_id in refs:
+                f, h, w = videos[0].shape[:3]
+                ref = ((read_video(refs[ref_id], f, h, w) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+                rows.append(ref)
+                labels.append(f"{ref_id} (reference)")
+            rows += videos
+            labels += [f"{ref_id} -> {t} (seed {s})" for t, s in zip(group.target_id, group.seed)]
+        k = scale or max(1, 64 // rows[0].shape[1])
+        save_contact_sheet(rows[:limit], png, scale=k)
+        typer.echo(f"wrote {png}: rows top to bottom:")
+        for label in labels[:limit]:
+            typer.echo(f"  {label}")
+
+    guarded(body)
+
+
 toy_app = typer.Typer(help="The toy world and its trained toy model (the CPU default that really transfers motion).",
                       no_args_is_help=True)
 app.add_typer(toy_app, name="toy")

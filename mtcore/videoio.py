@@ -79,6 +79,12 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     return info
 
 
+def read_frames(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of a video at its own size: (F, H, W, 3) uint8 (for looking at outputs)."""
+    _, frames = _decode(_require_file(path))
+    return np.stack(frames)
+
+
 def frame_indices(n: int, count: int, sampling: Literal["uniform", "consecutive"], where: str = "") -> list[int]:
     """Indices of the `count` frames taken from a clip of `n` frames (see module docstring)."""
     if sampling == "uniform":
@@ -176,8 +182,13 @@ def write_mp4(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: i
     return out
 
 
-def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike) -> Path:
-    """One PNG with a row of frames per video ((F, H, W, 3) uint8 each), for people to look at."""
+def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale: int = 1) -> Path:
+    """One PNG with a row of frames per video ((F, H, W, 3) uint8 each), for people to look at.
+
+    `scale` enlarges every frame (nearest neighbour) so tiny videos can be seen.
+    """
+    if scale > 1:
+        videos = [v.repeat(scale, axis=1).repeat(scale, axis=2) for v in videos]
     rows = [np.concatenate(list(v), axis=1) for v in videos]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
@@ -193,6 +204,7 @@ __all__ = [
     "ffmpeg_exe",
     "probe_video",
     "read_video",
+    "read_frames",
     "read_image",
     "to_rgb",
     "fit",

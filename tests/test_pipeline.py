@@ -86,3 +86,21 @@ def test_deleted_artifact_is_made_again(prefect_harness, two_by_two, tmp_path):
     third = bulk_run(str(manifest), out=str(out))
     assert (third["inversions_computed"], third["transfers_computed"], third["transfers_cached"]) == (0, 1, 3)
     assert probe_video(victim).num_frames == 8
+
+
+def test_contact_sheet_of_a_run(two_by_two, tmp_path):
+    import subprocess
+
+    from PIL import Image
+
+    from tests.test_cli_core import MT
+
+    out, _, _, _ = two_by_two
+    png = tmp_path / "sheet.png"
+    manifest = next(out.parent.glob("manifest.yaml"))
+    r = subprocess.run([MT, "sheet", "--out", str(out), "--manifest", str(manifest), "--png", str(png)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "right -> dog (seed 0)" in r.stdout and "left (reference)" in r.stdout
+    with Image.open(png) as im:  # 2 references + 4 videos, 8 frames of 64 px each, 2-px gaps
+        assert im.size == (8 * 64, 6 * (64 + 2))
