@@ -14,8 +14,8 @@ from pathlib import Path
 
 from mtcore.errors import InputError
 
-# The CPU default until a trained toy model ships: a tiny random SVD made by `init_tiny_model(seed=0)`.
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "tiny-random-svd"
+# The CPU default: the trained toy model (see README "The toy model"), a complete SVD pipeline folder.
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "toy-svd"
 
 # Files whose bytes define a local model (configs and weights); anything else in the folder is ignored.
 _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".txt")

@@ -8,7 +8,9 @@ also gives the target's ground truth). Methods, all on the same pairs and seeds:
 - `random`: a random embedding of the MTI shape, at the scale of the true motion tokens;
 - `ceiling`: the true motion tokens of the reference fed directly (what the model can do at best).
 Measured per pair: trajectory cosine and speed ratio of the target sprite's tracked motion against
-the reference's displacements, and PSNR of the first output frame against the target image.
+the reference's displacements (0 and 0 when the sprite's colour is not found in the output, so a
+method that loses the sprite is penalised, not skipped), and PSNR of the first output frame
+against the target image.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def evaluate(
             video = _uint8(transfer(model, [target_img], emb, transfer_cfg, seeds=[seed + k])[0])
             track = track_sprite(video, np.array(pair.target.appearance.colours))
             m = trajectory_metrics(track, pair.reference.displacements)
+            if not np.isfinite(m["cosine"]):  # the sprite was not found: no agreement, not a skipped pair
+                m["cosine"], m["speed_ratio"] = 0.0, 0.0
             rows.append({
                 "pair": k, "method": method, "motion": pair.reference.motion.kind,
                 "cosine": m["cosine"], "speed_ratio": m["speed_ratio"], "tracked_steps": m["steps"],
