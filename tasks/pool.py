@@ -28,8 +28,6 @@ class ModelWorker:
 
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
-        if self.model.device.type == "cpu":
-            _unnice()
         ctx = ray.get_runtime_context()
         self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
         self.items = 0
@@ -51,23 +49,6 @@ class ModelWorker:
 
         self.items += len(jobs)
         return transfer_jobs(self.model, jobs, cfg, Path(out), self.name)
-
-
-def _unnice() -> None:
-    """Undo Ray's default worker niceness (15) for CPU workers, where the machine allows it.
-
-    Measured on 2 cores: at nice 15 every tick of Ray's and Prefect's daemons preempts one of
-    torch's two threads and stalls the other at its next barrier; an inversion ran 8-12% slower
-    in the worker than in a bare loop. Niceness is per thread on Linux, so every thread of this
-    process (torch's pool included) is reset. GPU workers wait on the device and keep Ray's default.
-    """
-    tasks = Path("/proc/self/task")
-    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
-    for tid in tids:
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, 0)
-        except (PermissionError, OSError):
-            return  # not allowed for this user: keep Ray's niceness
 
 
 @dataclass(frozen=True)
