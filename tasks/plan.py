@@ -85,6 +85,7 @@ def plan_run(manifest: Manifest, out: str | Path) -> Plan:
     emb_ok, tr_ok = ok_keys(out, "embeddings"), ok_keys(out, "transfers")
 
     jobs: dict[str, InversionJob] = {}
+    planned: set[str] = set()  # identical content under two ids gives one key: invert it once
     for ref in manifest.references:
         sha = ref_sha[ref.id]
         # A missing file keys on an empty hash: its failed row is stable; once the file exists it keys anew.
@@ -95,8 +96,9 @@ def plan_run(manifest: Manifest, out: str | Path) -> Plan:
             plan.failed_inversions.append((job, str(sha)))
         elif _done(out, "embeddings", key, emb_ok):
             plan.inversions_cached.append(job)
-        elif key not in {j.key for j in plan.inversions_todo + plan.inversions_cached}:
+        elif key not in planned:
             plan.inversions_todo.append(job)
+        planned.add(key)
 
     failed_refs = {j.reference_id: err for j, err in plan.failed_inversions}
     seen: set[str] = set()  # identical content under two ids gives one key: do it once

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -162,12 +163,25 @@ class Trainer:
         self.step += 1
         return loss.item()
 
-    @torch.no_grad()
-    def loss_gap(self, sigmas=(0.5, 2.0, 5.0, 10.0)) -> dict[str, float]:
-        """Loss of the EMA model with true vs null motion tokens on a fixed held-out batch, per sigma."""
+    @contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Inside the block the UNet holds the EMA weights (eval mode); the live ones come back after."""
         live = {k: v.clone() for k, v in self.unet.state_dict().items()}
         self.unet.load_state_dict(self.ema)
         self.unet.eval()
+        try:
+            yield
+        finally:
+            self.unet.load_state_dict(live)
+            self.unet.train()
+
+    @torch.no_grad()
+    def loss_gap(self, sigmas=(0.5, 2.0, 5.0, 10.0)) -> dict[str, float]:
+        """Loss of the EMA model with true vs null motion tokens on a fixed held-out batch, per sigma."""
+        with self.ema_weights():
+            return self._loss_gap(sigmas)
+
+    def _loss_gap(self, sigmas) -> dict[str, float]:
         g = torch.Generator().manual_seed(123)
         n = len(self.eval_frames)
         ids = self.pipe._get_add_time_ids(6, 127, 0.02, torch.float32, n, 1, False)
@@ -179,8 +193,6 @@ class Trainer:
             true = self.loss_on(self.eval_frames, self.eval_tokens, sigma, noise, zero_cond, ids).item()
             null = self.loss_on(self.eval_frames, torch.zeros_like(self.eval_tokens), sigma, noise, zero_cond, ids).item()
             out[f"true@{s:g}"], out[f"null@{s:g}"] = true, null
-        self.unet.load_state_dict(live)
-        self.unet.train()
         return out
 
     # ---------------------------------------------------------------- run, save, load
@@ -231,12 +243,8 @@ class Trainer:
 
     def export(self, folder: str | Path) -> Path:
         """Save the EMA weights as a complete StableVideoDiffusionPipeline folder."""
-        live = {k: v.clone() for k, v in self.unet.state_dict().items()}
-        self.unet.load_state_dict(self.ema)
-        try:
+        with self.ema_weights():
             self.pipe.save_pretrained(folder, safe_serialization=True)
-        finally:
-            self.unet.load_state_dict(live)
         return Path(folder)
 
 
