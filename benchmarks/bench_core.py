@@ -2,7 +2,7 @@
 speed-up of sampling several targets in one batched `transfer` call.
 
 What it measures, for each (px, F) in {64, 128} x {8, 14}:
-  * a tiny random SVD is written with `mtcore.models.init_tiny_model` (sample_size = px // 8,
+  * a tiny random SVD is written with `mtcore.svd.init_tiny_model` (sample_size = px // 8,
     num_frames = F) into a temp folder and loaded back with `load_model(dir, device="cpu",
     dtype="fp32")`, i.e. through the real `from_pretrained` path;
   * seconds per inversion step: `invert` on a synthetic F-frame reference video with
@@ -58,7 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtcore.config import InversionConfig, TransferConfig  # noqa: E402
 from mtcore.inversion import invert  # noqa: E402
-from mtcore.models import init_tiny_model, load_count, load_model  # noqa: E402
+from mtcore.models import load_count, load_model  # noqa: E402
+from mtcore.svd import init_tiny_model  # noqa: E402
 from mtcore.sampling import transfer  # noqa: E402
 
 GRID = [(64, 8), (64, 14), (128, 8), (128, 14)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -50,19 +51,24 @@ def main() -> None:
     prefect_start = time.perf_counter() - t
     prefect_items = per_item_flow(n)
 
+    @dataclass(frozen=True)
+    class Double:  # a trivial work item, served like tasks.plan's items
+        i: int
+        size = 1
+
     @ray.remote
     class Trivial:
-        def work(self, i: int) -> int:
-            return i * 2
+        def run(self, item: Double) -> int:
+            return item.i * 2
 
     t = time.perf_counter()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     actor = Trivial.remote()
-    ray.get(actor.work.remote(0))
+    ray.get(actor.run.remote(Double(0)))
     ray_start = time.perf_counter() - t
     done = []
     t = time.perf_counter()
-    dispatch([actor], "work", [(i,) for i in range(n)], lambda item, r: done.append(r))
+    dispatch([actor], [Double(i) for i in range(n)], lambda item, r: done.append(r))
     ray_items = time.perf_counter() - t
     assert sorted(done) == [2 * i for i in range(n)]
     ray.shutdown()

@@ -4,9 +4,9 @@ Python loop doing the same mtcore work, and the cost of a fully cached re-run.
 What it measures (wall seconds, each around ONE subprocess, so interpreter start-up and imports count
 on both sides):
   * bare: `python benchmarks/bench_pipeline.py --bare MANIFEST OUT` loads the model once with
-    `load_model(manifest.model or the default)`; for each reference: read_video + invert (the
-    manifest's inversion config, frame count and size resolved from the model's defaults as
-    tasks/work.py's `resolved` does) + save_embedding; then for each reference its transfers
+    `load_model(manifest.model or the default)`; for each reference: read_reference + invert (the
+    manifest's inversion config; frame count and size resolved against the model by
+    `SVDModel.resolve`, as tasks/work.py does) + save_embedding; then for each reference its transfers
     (pairs x seeds, in manifest order) in batches of 4 via `transfer` + write_mp4 per video;
   * first run: `mt run MANIFEST --out OUT` (the real CLI) into an empty OUT;
   * re-run: the same `mt run` on the same OUT (everything cached: no Ray, no model load).
@@ -40,19 +40,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "manifests" / "demo.yaml"
 BATCH = 4  # `mt run`'s default --batch-size
 sys.path.insert(0, str(REPO))
+
+from tasks.results import RunSummary  # noqa: E402  (light: no torch, ray or prefect)
 
 
 # --------------------------------------------------------------------------- bare loop (subprocess)
@@ -65,45 +65,39 @@ def bare(manifest_path: str, out: str, threads: int) -> int:
     import torch
 
     from mtcore.embedding import save_embedding
-    from mtcore.inversion import invert
+    from mtcore.inversion import invert, read_reference
     from mtcore.keys import sha256_file
     from mtcore.manifest import load_manifest
     from mtcore.models import load_model
     from mtcore.sampling import transfer
-    from mtcore.videoio import read_image, read_video, write_mp4
+    from mtcore.videoio import read_image, write_mp4
 
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out)
     t_import = time.perf_counter()
-    m = load_manifest(manifest_path)
-    model = load_model(m.model, revision=m.revision)  # None = the project's default model, as `mt run`
+    manifest = load_manifest(manifest_path)
+    model = load_model(manifest.model, revision=manifest.revision)  # None = the default model, as `mt run`
     t_load = time.perf_counter()
 
-    def resolved(cfg):  # as tasks/work.py's `resolved`: frame count and size from the model's defaults
-        h, w = model.default_size
-        return replace(cfg, num_frames=cfg.num_frames or model.default_num_frames, height=cfg.height or h,
-                       width=cfg.width or w)
-
-    inv_full = resolved(m.inversion)
     embeddings = {}
-    for ref in m.references:
-        frames = read_video(ref.path, inv_full.num_frames, inv_full.height, inv_full.width, m.inversion.frame_sampling)
-        emb, _ = invert(model, frames, m.inversion, reference_sha256=sha256_file(ref.path))
+    for ref in manifest.references:
+        frames = read_reference(model, ref.path, manifest.inversion)
+        emb, _ = invert(model, frames, manifest.inversion, reference_sha256=sha256_file(ref.path))
         embeddings[ref.id] = emb
         save_embedding(emb, out_dir / "embeddings" / f"{ref.id}.safetensors")
     t_inv = time.perf_counter()
 
-    tr_full = resolved(m.transfer)
-    targets = {t.id: t for t in m.targets}
+    targets = {t.id: t for t in manifest.targets}
     videos = 0
-    for ref in m.references:
-        jobs = [(tgt, seed) for r, tgt in m.pairs if r == ref.id for seed in m.seeds]
+    for ref in manifest.references:
+        full = model.resolve(manifest.transfer, num_frames=embeddings[ref.id].num_frames)
+        jobs = [(tgt, seed) for r, tgt in manifest.pairs if r == ref.id for seed in manifest.seeds]
         for start in range(0, len(jobs), BATCH):
             batch = jobs[start : start + BATCH]
-            images = [read_image(targets[t].path, tr_full.height, tr_full.width) for t, _ in batch]
-            vids = transfer(model, images, embeddings[ref.id], m.transfer, seeds=[s for _, s in batch])
+            images = [read_image(targets[t].path, full.height, full.width) for t, _ in batch]
+            vids = transfer(model, images, embeddings[ref.id], manifest.transfer, seeds=[s for _, s in batch])
             for (tgt, seed), video in zip(batch, vids):
-                write_mp4(video, out_dir / "videos" / f"{ref.id}__{tgt}__seed{seed}.mp4", fps=m.transfer.fps)
+                write_mp4(video, out_dir / "videos" / f"{ref.id}__{tgt}__seed{seed}.mp4", fps=manifest.transfer.fps)
                 videos += 1
     t_tr = time.perf_counter()
     print(json.dumps({"bare_inversions": len(embeddings), "bare_transfers": videos,
@@ -137,9 +131,9 @@ def prepare(tmp: Path, inversion_steps: int, seeds: int) -> tuple[Path, Path, in
             "transfer": {**(raw.get("transfer") or {}), "steps": 1}}
     warmup = inputs / "warmup.yaml"
     warmup.write_text(yaml.safe_dump(warm, sort_keys=False))
-    m = load_manifest(bench)  # validates what was written
+    manifest = load_manifest(bench)  # validates what was written
     load_manifest(warmup)
-    return bench, warmup, len(m.references), len(m.pairs) * len(m.seeds)
+    return bench, warmup, len(manifest.references), len(manifest.pairs) * len(manifest.seeds)
 
 
 def run_timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int, str]:
@@ -154,31 +148,24 @@ def run_timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int, str]:
     return seconds, proc.returncode, proc.stdout
 
 
-def summary_counts(stdout: str) -> dict:
-    """The counts `mt run` prints in its summary (flows/cli.py print_summary)."""
-    out = {}
-    for key, pat in (("flow_s", r"finished in ([\d.]+) s"), ("inv", r"inversions: (\d+) computed, (\d+) cached"),
-                     ("tr", r"transfers:\s+(\d+) computed, (\d+) cached"), ("failed", r"failed:\s+(\d+)"),
-                     ("loads", r"model loaded (\d+)x")):
-        mt = re.search(pat, stdout)
-        if mt:
-            out[key] = tuple(float(g) if "." in g else int(g) for g in mt.groups())
-    return out
+def read_summary(stdout: str) -> RunSummary | None:
+    """The run summary `mt run --json` prints (tasks.results.RunSummary), or None if there is none."""
+    start = stdout.find("{")
+    if start < 0:
+        return None
+    try:
+        return RunSummary.from_json(json.loads(stdout[start:]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
-def describe(c: dict) -> str:
-    parts = []
-    if "flow_s" in c:
-        parts.append(f"flow {c['flow_s'][0]:.1f} s")
-    if "inv" in c:
-        parts.append(f"inversions {c['inv'][0]} computed/{c['inv'][1]} cached")
-    if "tr" in c:
-        parts.append(f"transfers {c['tr'][0]} computed/{c['tr'][1]} cached")
-    if "failed" in c:
-        parts.append(f"failed {c['failed'][0]}")
-    if "loads" in c:
-        parts.append(f"model loaded {c['loads'][0]}x")
-    return "; ".join(parts) or "(no summary found in stdout)"
+def describe(summary: RunSummary | None) -> str:
+    if summary is None:
+        return "(no summary found in stdout)"
+    loads = ", ".join(f"model loaded {w.model_loads}x" for w in summary.workers) or "no workers"
+    return (f"flow {summary.wall_seconds:.1f} s; inversions {summary.inversions_computed} computed/"
+            f"{summary.inversions_cached} cached; transfers {summary.transfers_computed} computed/"
+            f"{summary.transfers_cached} cached; failed {summary.failed}; {loads}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         out_mt, out_bare = tmp / "out-mt", tmp / "out-bare"
 
-        t_warm, rc_warm, so = run_timed([str(mt), "run", str(warmup), "--out", str(tmp / "out-warmup")], env,
-                                        logs / "warmup.log")
+        t_warm, rc_warm, so = run_timed([str(mt), "run", str(warmup), "--out", str(tmp / "out-warmup"), "--json"],
+                                        env, logs / "warmup.log")
         print(f"prefect/ray warm-up (fresh PREFECT_HOME, 1x1 manifest, 1 step each): {t_warm:.1f} s, exit {rc_warm}; "
-              f"{describe(summary_counts(so))}", flush=True)
+              f"{describe(read_summary(so))}", flush=True)
 
         t_bare, rc_bare, so = run_timed([sys.executable, str(Path(__file__).resolve()), "--bare", str(bench),
                                          str(out_bare), "--threads", str(threads)], env, logs / "bare.log")
@@ -231,20 +218,24 @@ def main(argv: list[str] | None = None) -> int:
                 break
         print(f"bare loop: {t_bare:.1f} s, exit {rc_bare}; {bare_info}", flush=True)
 
-        t_first, rc_first, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt)], env, logs / "mt-run-1.log")
-        c_first = summary_counts(so)
-        print(f"mt run (first): {t_first:.1f} s, exit {rc_first}; {describe(c_first)}", flush=True)
+        t_first, rc_first, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt), "--json"], env,
+                                          logs / "mt-run-1.log")
+        first = read_summary(so)
+        print(f"mt run (first): {t_first:.1f} s, exit {rc_first}; {describe(first)}", flush=True)
 
-        t_rerun, rc_rerun, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt)], env, logs / "mt-run-2.log")
-        c_rerun = summary_counts(so)
-        print(f"mt run (re-run, all cached): {t_rerun:.1f} s, exit {rc_rerun}; {describe(c_rerun)}", flush=True)
+        t_rerun, rc_rerun, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt), "--json"], env,
+                                          logs / "mt-run-2.log")
+        rerun = read_summary(so)
+        print(f"mt run (re-run, all cached): {t_rerun:.1f} s, exit {rc_rerun}; {describe(rerun)}", flush=True)
 
         problems = []
         if rc_bare != 0 or bare_info.get("bare_inversions") != n_inv or bare_info.get("bare_transfers") != n_tr:
             problems.append(f"bare loop did not do {n_inv} inversions + {n_tr} transfers")
-        if c_first.get("inv") != (n_inv, 0) or c_first.get("tr") != (n_tr, 0):
+        if first is None or (first.inversions_computed, first.inversions_cached, first.transfers_computed,
+                             first.transfers_cached) != (n_inv, 0, n_tr, 0):
             problems.append(f"first mt run did not compute {n_inv} inversions + {n_tr} transfers")
-        if c_rerun.get("inv") != (0, n_inv) or c_rerun.get("tr") != (0, n_tr):
+        if rerun is None or (rerun.inversions_computed, rerun.inversions_cached, rerun.transfers_computed,
+                             rerun.transfers_cached) != (0, n_inv, 0, n_tr):
             problems.append("re-run computed something (expected everything cached)")
 
         print()
@@ -253,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'bare python loop':<32} {t_bare:>9.1f}")
         print(f"{'mt run, first (all computed)':<32} {t_first:>9.1f}")
         print(f"{'mt run, re-run (all cached)':<32} {t_rerun:>9.1f}")
-        if "flow_s" in c_first:
-            print(f"mt run first: flow body {c_first['flow_s'][0]:.1f} s of {t_first:.1f} s wall "
+        if first is not None:
+            print(f"mt run first: flow body {first.wall_seconds:.1f} s of {t_first:.1f} s wall "
                   f"(the rest: interpreter, imports, Prefect start/stop)")
         print(f"mt run exit status: first={rc_first} rerun={rc_rerun} "
               f"({'both 0: ok' if rc_first == 0 and rc_rerun == 0 else 'NOT both 0'})")
@@ -262,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"WARNING: {p}")
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         overhead = t_first / t_bare
-        rerun = t_rerun / t_first
-        print(f"ratios: first_run / bare = {overhead:.2f}; rerun / first_run = {rerun:.3f}")
-        print(f"overhead_ratio={overhead:.2f} rerun_ratio={rerun:.3f}")
+        rerun_ratio = t_rerun / t_first
+        print(f"ratios: first_run / bare = {overhead:.2f}; rerun / first_run = {rerun_ratio:.3f}")
+        print(f"overhead_ratio={overhead:.2f} rerun_ratio={rerun_ratio:.3f}")
         return 0 if rc_first == 0 and rc_rerun == 0 and not problems else 1
     finally:
         if args.keep:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mtcore.toy.world import Motion, WorldConfig, render, sample_appearance
+from mtcore.toy.render import render
+from mtcore.toy.sampling import sample_appearance
+from mtcore.toy.world import Motion, WorldConfig
 from mtcore.videoio import write_mp4
 
 HERE = Path(__file__).parent / "demo"

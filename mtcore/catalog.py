@@ -15,12 +15,14 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from mtcore.fileio import atomic_write
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -79,41 +81,28 @@ RUNS = pa.schema([
 SCHEMAS: dict[str, pa.Schema] = {"embeddings": EMBEDDINGS, "transfers": TRANSFERS, "runs": RUNS}
 _KEY_COLUMN = {"embeddings": "embedding_key", "transfers": "transfer_key"}
 _ARTIFACT_COLUMN = {"embeddings": "path", "transfers": "video_path"}
-_STORE_SUFFIX = {"embeddings": ".safetensors", "videos": ".mp4"}
+# Artifacts are stored per catalog table: (folder under OUT/store, file suffix).
+_STORE = {"embeddings": ("embeddings", ".safetensors"), "transfers": ("videos", ".mp4")}
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def store_relpath(kind: str, key: str) -> str:
-    """Store path of an artifact relative to OUT (posix), as recorded in the catalogs."""
-    if kind not in _STORE_SUFFIX:
-        raise ValueError(f"unknown store kind {kind!r}; expected one of {', '.join(_STORE_SUFFIX)}")
+def store_relpath(table: str, key: str) -> str:
+    """Store path (relative to OUT, posix) of the artifact of a row of `table`, as recorded in it.
+
+    "embeddings" -> store/embeddings/<key[:2]>/<key>.safetensors; "transfers" -> store/videos/<key[:2]>/<key>.mp4.
+    """
+    if table not in _STORE:
+        raise ValueError(f"unknown store kind {table!r}; expected a table with artifacts: {', '.join(_STORE)}")
     if not _KEY_RE.fullmatch(key):
         # Keys become path components: only a sha256 hex digest is allowed.
         raise ValueError(f"not a cache key (64 lowercase hex digits): {key!r}")
-    return f"store/{kind}/{key[:2]}/{key}{_STORE_SUFFIX[kind]}"
+    folder, suffix = _STORE[table]
+    return f"store/{folder}/{key[:2]}/{key}{suffix}"
 
 
-def store_path(out: str | os.PathLike, kind: str, key: str) -> Path:
-    """OUT/store/<kind>/<key[:2]>/<key>.<ext>; kind is "embeddings" or "videos"."""
-    return Path(out) / store_relpath(kind, key)
-
-
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffix: str | None = None) -> Path:
-    """Call write_fn(tmp) on a hidden sibling file, then rename it to `path` (atomic on POSIX).
-
-    The tmp name is `.<stem>.tmp-<uuid><suffix>`, suffix defaulting to path's own (ffmpeg picks the
-    container from it). On any exception the tmp file is removed and the exception re-raised.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex}{path.suffix if suffix is None else suffix}")
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+def store_path(out: str | os.PathLike, table: str, key: str) -> Path:
+    """OUT / store_relpath(table, key)."""
+    return Path(out) / store_relpath(table, key)
 
 
 def _schema(table: str) -> pa.Schema:
@@ -210,7 +199,6 @@ __all__ = [
     "SCHEMAS",
     "store_relpath",
     "store_path",
-    "atomic_write",
     "append_rows",
     "read_table",
     "ok_keys",

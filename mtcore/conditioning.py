@@ -11,12 +11,6 @@ from PIL import Image
 from mtcore.models import SVDModel
 
 
-def to_pil(frames: torch.Tensor) -> list[Image.Image]:
-    """(F, 3, H, W) in [-1, 1] -> list of RGB PIL images."""
-    arr = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
-
-
 @torch.no_grad()
 def clip_embed(model: SVDModel, images: list[Image.Image]) -> torch.Tensor:
     """(B, D) CLIP image embeddings, with the stock pipeline's own preprocessing (224 px, antialiased)."""

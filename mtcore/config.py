@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from mtcore.errors import InputError
+from mtcore.errors import InputError, ProblemsError, did_you_mean
 
 # SVD's micro-conditioning, as the stock pipeline passes it (fps is stored as fps - 1).
 SVD_FPS = 7
@@ -99,23 +99,41 @@ class TransferConfig:
     """Frames decoded by the VAE at a time; None = all at once."""
 
 
-def config_from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
-    """Build a frozen config from a plain mapping, refusing unknown keys and wrong types.
+def parse_config(cls: type, data: Any, where: str) -> tuple[Any | None, list[str]]:
+    """A config from a plain mapping, with every problem found: (config, []) or (None, problems).
 
-    `where` names the source in errors, e.g. "manifests/demo.yaml: inversion".
+    Unknown keys (with a did-you-mean), wrong types and out-of-range values are each one line,
+    "<where>.<field>: <problem>"; `where` names the source, e.g. "manifests/demo.yaml: inversion".
+    None means every default.
     """
-    data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InputError(where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    if data is None:
+        return cls(), []
+    if not isinstance(data, dict):
+        return None, [f"{where}: must be a mapping of {cls.__name__} fields, got {data!r}"]
+    names = [f.name for f in dataclasses.fields(cls)]
     hints = typing.get_type_hints(cls)
-    out = {}
-    for name, value in data.items():
-        out[name] = _coerce(value, hints[name], f"{where}.{name}")
-    obj = cls(**out)
-    validate_config(obj, where)
-    return obj
+    values, problems = {}, []
+    for key, value in data.items():
+        if key not in names:
+            problems.append(f"{where}.{key}: unknown key" + did_you_mean(key, names))
+            continue
+        try:
+            values[key] = _coerce(value, hints[key], f"{where}.{key}")
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        return None, problems
+    config = cls(**values)
+    problems = range_problems(config, where)
+    return (None, problems) if problems else (config, [])
+
+
+def config_from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """A config from a plain mapping; ProblemsError lists every unknown key, wrong type or bad value."""
+    config, problems = parse_config(cls, data, where)
+    if problems:
+        raise ProblemsError(where, problems)
+    return config
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -149,22 +167,40 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {hint} at {where}")
 
 
-def validate_config(cfg: InversionConfig | TransferConfig, where: str = "config") -> None:
-    """Range checks shared by the CLI, the manifest and the Python API."""
+def range_problems(cfg: InversionConfig | TransferConfig, where: str = "config") -> list[str]:
+    """Every out-of-range field, one line each ("<where>.<field>: <problem>")."""
+    problems = []
     positive = ["steps"]
     if isinstance(cfg, InversionConfig):
         positive += ["tokens_per_frame", "batch_size"]
         if cfg.warmup_steps < 0:
-            raise InputError(f"{where}.warmup_steps", "must be >= 0")
+            problems.append(f"{where}.warmup_steps: must be >= 0")
     for name in positive:
         if getattr(cfg, name) < 1:
-            raise InputError(f"{where}.{name}", f"must be >= 1, got {getattr(cfg, name)}")
+            problems.append(f"{where}.{name}: must be >= 1, got {getattr(cfg, name)}")
     if cfg.num_frames is not None and cfg.num_frames < 2:
-        raise InputError(f"{where}.num_frames", f"must be >= 2, got {cfg.num_frames}")
+        problems.append(f"{where}.num_frames: must be >= 2, got {cfg.num_frames}")
     for name in ("height", "width"):
         v = getattr(cfg, name)
         if v is not None and (v < 8 or v % 8):
-            raise InputError(f"{where}.{name}", f"must be a positive multiple of 8, got {v}")
+            problems.append(f"{where}.{name}: must be a positive multiple of 8, got {v}")
+    return problems
+
+
+def validate_config(cfg: InversionConfig | TransferConfig, where: str = "config") -> None:
+    """Range checks shared by the CLI, the manifest and the Python API; ProblemsError lists them all."""
+    problems = range_problems(cfg, where)
+    if problems:
+        raise ProblemsError(where, problems)
+
+
+Config = TypeVar("Config", InversionConfig, TransferConfig)
+
+
+def resolve(cfg: Config, num_frames: int, size: tuple[int, int]) -> Config:
+    """The config with its unset frame count and size filled in: (num_frames, (height, width))."""
+    return dataclasses.replace(cfg, num_frames=cfg.num_frames or num_frames, height=cfg.height or size[0],
+                               width=cfg.width or size[1])
 
 
 def config_to_dict(cfg: InversionConfig | TransferConfig) -> dict[str, Any]:
@@ -176,6 +212,9 @@ __all__ = [
     "InversionConfig",
     "TransferConfig",
     "config_from_dict",
+    "parse_config",
+    "range_problems",
+    "resolve",
     "config_to_dict",
     "validate_config",
 ]

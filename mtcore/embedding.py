@@ -19,6 +19,7 @@ from safetensors import safe_open
 
 from mtcore import CODE_VERSION
 from mtcore.errors import EmbeddingMismatch, InputError
+from mtcore.fileio import atomic_write
 
 FORMAT = "motion-transfer/motion-embedding"
 FORMAT_VERSION = "1"
@@ -30,10 +31,15 @@ class MotionEmbedding:
     """Tokens (F + 1, N, D): groups 0..F-1 feed frame f's spatial cross-attention, group F the temporal one."""
 
     tokens: torch.Tensor
+    """(F + 1, N, D) float32; F frames, N tokens per frame, D the UNet's cross-attention width."""
     model_id: str = ""
+    """Identity of the model it was inverted on; loading for another model is refused."""
     reference_sha256: str = ""
+    """sha256 of the reference video's bytes (provenance)."""
     inversion_config: dict = field(default_factory=dict)
+    """The InversionConfig it was made with, as a plain dict."""
     code_version: str = CODE_VERSION
+    """mtcore.CODE_VERSION of the code that made it."""
 
     @property
     def num_frames(self) -> int:
@@ -93,15 +99,8 @@ def initial_tokens(
 
 def save_embedding(emb: MotionEmbedding, path: str | os.PathLike) -> Path:
     """Write the embedding file atomically (written aside, then renamed)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        save_file({TENSOR_NAME: emb.tokens.detach().float().cpu().contiguous()}, str(tmp), metadata=emb.metadata())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    tensors = {TENSOR_NAME: emb.tokens.detach().float().cpu().contiguous()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=emb.metadata()))
 
 
 def load_embedding(

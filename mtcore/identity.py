@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,9 +22,38 @@ DEFAULT_MODEL = Path(__file__).parent / "assets" / "toy-svd"
 _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".txt")
 
 
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?")
+
+
 def is_local(model: str | os.PathLike) -> bool:
     """A model reference is a local folder if it exists on disk (else it is a hub id)."""
     return Path(model).expanduser().exists()
+
+
+def local_candidate(value: str, base: str | os.PathLike) -> Path | None:
+    """The folder a model reference names when it is a local one (see `locate_model`), else None."""
+    local = Path(os.path.normpath(Path(base) / Path(value).expanduser()))
+    looks_like_path = value in (".", "..") or value.startswith(("./", "../", "/", "~")) or os.path.isabs(value)
+    return local if looks_like_path or local.exists() else None
+
+
+def locate_model(value: str, base: str | os.PathLike) -> tuple[str, bool]:
+    """Where a model reference points: (absolute folder, True) or (hub id, False).
+
+    The one rule for every place a user names a model (manifest `model:`, `--model`): a value that
+    looks like a path (".", "..", "./x", "../x", "/x", "~/x") or names an existing folder relative to
+    `base` is a local folder, which must exist; anything else must look like a hub id ("org/name").
+    InputError says which rule failed.
+    """
+    local = local_candidate(value, base)
+    if local is not None:
+        if not local.is_dir():
+            state = "is not a folder" if local.exists() else "not found"
+            raise InputError(repr(value), f"local model folder {state} ({local})")
+        return str(local), True
+    if not _HUB_ID_RE.fullmatch(value):
+        raise InputError(repr(value), "neither a local folder nor a hub id like 'org/name'")
+    return value, False
 
 
 @lru_cache(maxsize=32)

@@ -19,10 +19,13 @@ from typing import Callable
 
 import torch
 
-from mtcore.conditioning import clip_embed, first_frame_latent, time_ids, to_pil, video_latents
+from mtcore.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
 from mtcore.config import InversionConfig, config_to_dict, validate_config
 from mtcore.embedding import MotionEmbedding, initial_tokens
+from mtcore.errors import InputError
+from mtcore.frames import signed_to_pil
 from mtcore.models import SVDModel
+from mtcore.videoio import read_video
 
 ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
 
@@ -96,6 +99,15 @@ def _warmup(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
+def read_reference(model: SVDModel, path, config: InversionConfig = InversionConfig()) -> torch.Tensor:
+    """The reference video's frames as `invert` takes them with this config: (F, 3, H, W) in [-1, 1].
+
+    Frame count, size and frame sampling come from the config, unset ones from the model.
+    """
+    full = model.resolve(config)
+    return read_video(path, full.num_frames, full.height, full.width, full.frame_sampling)
+
+
 def invert(
     model: SVDModel,
     frames: torch.Tensor,
@@ -106,17 +118,23 @@ def invert(
 ) -> tuple[MotionEmbedding, InversionStats]:
     """Optimise a (F + 1) x N motion embedding on reference `frames` (F, 3, H, W) in [-1, 1].
 
-    Only the embedding has gradients; every random draw comes from a CPU generator seeded with
-    `config.seed`, so a run is deterministic for a seed on a given device.
+    The frames must have the config's frame count and size (unset ones: the model's defaults), as
+    `read_reference` returns them. Only the embedding has gradients; every random draw comes from
+    a CPU generator seeded with `config.seed`, so a run is deterministic for a seed on a given device.
     """
     validate_config(config, "inversion")
+    full = model.resolve(config)
+    expected = (full.num_frames, 3, full.height, full.width)
+    if tuple(frames.shape) != expected:
+        raise InputError("reference frames", f"shape {tuple(frames.shape)}, but the inversion config asks for "
+                                             f"(F, 3, H, W) = {expected}; read them with read_reference()")
     t0 = time.perf_counter()
     num_frames, n = frames.shape[0], config.tokens_per_frame
     gen = torch.Generator().manual_seed(config.seed)
 
     # Frozen inputs, computed once: x0 latents (1, F, C, h, w) and the CLIP frame embeddings (F, D).
     x0 = video_latents(model, frames).float()
-    frame_embeds = clip_embed(model, to_pil(frames)).float()
+    frame_embeds = clip_embed(model, signed_to_pil(frames)).float()
     tokens = initial_tokens(frame_embeds, n, config.init, config.init_noise, gen)  # (F+1, N, D)
     param = torch.nn.Parameter(tokens.to(model.device, torch.float32))
 
@@ -166,7 +184,7 @@ def invert(
     loss_after = denoising_loss(model, frames, tokens, draws, config)
     emb = MotionEmbedding(
         tokens=tokens,
-        model_id=model.identity,
+        model_id=model.model_id,
         reference_sha256=reference_sha256,
         inversion_config=config_to_dict(config),
     )

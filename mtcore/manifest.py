@@ -7,8 +7,6 @@ single items (missing or unreadable media) are found by `check_media`, so a run 
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import os
 import re
@@ -18,12 +16,12 @@ from typing import Any
 
 import yaml
 
-from mtcore.config import InversionConfig, TransferConfig, config_from_dict
-from mtcore.errors import InputError
+from mtcore.config import InversionConfig, TransferConfig, parse_config
+from mtcore.errors import InputError, ProblemsError, did_you_mean
+from mtcore.identity import local_candidate, locate_model
 
 # Ids end up in file names and log lines: no leading dot or dash, no separators.
 _ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?")
 _TOP_KEYS = ("name", "model", "revision", "allow_outside", "references", "targets", "pairs", "seeds",
              "inversion", "transfer")
 _MAX_SEED = 2**63  # seeds are int64 in the transfers catalog
@@ -52,35 +50,29 @@ class Manifest:
     model: str | None
     """Absolute folder (local model) or hub id; None = the caller's default model."""
     model_is_local: bool
+    """True when `model` is a local folder."""
     revision: str | None
     """Hub revision (branch, tag or commit); None for local models or the default branch."""
     references: tuple[Item, ...]
+    """Reference videos, in manifest order."""
     targets: tuple[Item, ...]
+    """Target images, in manifest order."""
     pairs: tuple[tuple[str, str], ...]
     """(reference id, target id) in manifest order; `cross` = every reference x every target."""
     seeds: tuple[int, ...]
     """One transfer per pair per seed."""
     inversion: InversionConfig
+    """How every reference is inverted."""
     transfer: TransferConfig
+    """How every transfer is sampled."""
     allow_outside: bool
     """Whether media paths may escape the manifest folder."""
     sha256: str
     """sha256 of the manifest file's bytes."""
 
 
-class ManifestError(InputError):
+class ManifestError(ProblemsError):
     """A structurally invalid manifest; `problems` holds every problem found, one line each."""
-
-    def __init__(self, path: object, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__(path, f"{len(self.problems)} problem(s) in the manifest")
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
-
-    def __reduce__(self):
-        # Exceptions cross process boundaries (Prefect, Ray) by pickle, which replays __init__ args.
-        return type(self), (self.where, self.problems)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -98,11 +90,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
-
-
-def _did_you_mean(word: object, options: list[str] | tuple[str, ...] | set[str]) -> str:
-    close = difflib.get_close_matches(str(word), sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _parse_yaml(label: str, data: bytes) -> Any:
@@ -151,7 +138,7 @@ class _Reader:
             return None
         for key in doc:
             if key not in _TOP_KEYS:
-                self.add(str(key), "unknown key" + _did_you_mean(key, _TOP_KEYS))
+                self.add(str(key), "unknown key" + did_you_mean(key, _TOP_KEYS))
         name = self.string("name", doc.get("name", file.stem))
         self.allow_outside = doc.get("allow_outside", False)
         if not isinstance(self.allow_outside, bool):
@@ -180,20 +167,13 @@ class _Reader:
         return value
 
     def model(self, value: Any) -> tuple[str | None, bool]:
-        if value is None:
+        if value is None or self.string("model", value) is None:
             return None, False
-        if self.string("model", value) is None:
-            return None, False
-        local = Path(os.path.normpath(self.folder / Path(value).expanduser()))
-        looks_like_path = value in (".", "..") or value.startswith(("./", "../", "/", "~")) or os.path.isabs(value)
-        if looks_like_path or local.exists():
-            if not local.is_dir():
-                state = "is not a folder" if local.exists() else "not found"
-                self.add("model", f"{value!r}: local model folder {state} ({local})")
-            return str(local), True
-        if not _HUB_ID_RE.fullmatch(value):
-            self.add("model", f"{value!r} is neither a local folder nor a hub id like 'org/name'")
-        return value, False
+        try:
+            return locate_model(value, self.folder)
+        except InputError as exc:
+            self.add("model", str(exc))
+            return value, local_candidate(value, self.folder) is not None
 
     def items(self, doc: dict, kind: str) -> tuple[tuple[Item, ...], set[str]]:
         raw = doc.get(kind)
@@ -218,7 +198,7 @@ class _Reader:
             return False
         for key in entry:
             if key not in keys:
-                self.add(where, f"unknown key {key!r}" + _did_you_mean(key, keys))
+                self.add(where, f"unknown key {key!r}" + did_you_mean(key, keys))
         return True
 
     def item_id(self, where: str, entry: dict, seen: dict[str, str]) -> str | None:
@@ -281,7 +261,7 @@ class _Reader:
             return None
         value = entry[field]
         if not isinstance(value, str) or value not in known:
-            self.add(f"{where}.{field}", f"unknown {field} id {value!r}" + _did_you_mean(value, known))
+            self.add(f"{where}.{field}", f"unknown {field} id {value!r}" + did_you_mean(value, known))
             return None
         return value
 
@@ -303,32 +283,9 @@ class _Reader:
         return tuple(seeds)
 
     def config(self, doc: dict, name: str, cls: type) -> Any:
-        raw = doc.get(name)
-        if raw is None:
-            return cls()
-        if not isinstance(raw, dict):
-            self.add(name, f"must be a mapping of {cls.__name__} fields, got {raw!r}")
-            return None
-        fields = [f.name for f in dataclasses.fields(cls)]
-        where = f"{self.label}: {name}"
-        ok = {}
-        # One field at a time, so every wrong field is reported, not only the first.
-        for key, value in raw.items():
-            if key not in fields:
-                self.add(f"{name}.{key}", "unknown key" + _did_you_mean(key, fields))
-                continue
-            try:
-                config_from_dict(cls, {key: value}, where)
-                ok[key] = value
-            except InputError as exc:
-                self.problems.append(str(exc))
-        if len(ok) < len(raw):
-            return None
-        try:
-            return config_from_dict(cls, ok, where)
-        except InputError as exc:
-            self.problems.append(str(exc))
-            return None
+        config, problems = parse_config(cls, doc.get(name), f"{self.label}: {name}")
+        self.problems += problems
+        return config
 
 
 def check_media(manifest: Manifest) -> dict[str, str]:

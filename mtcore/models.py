@@ -1,7 +1,8 @@
-"""Loading Stable Video Diffusion pipelines, and tiny random ones for tests.
+"""Loading Stable Video Diffusion pipelines for inversion and transfer.
 
-Every model, real or tiny, goes through `StableVideoDiffusionPipeline.from_pretrained`
-(a local folder or a hub id + revision); its identity comes from `mtcore.identity`.
+Every model, real or toy, goes through `StableVideoDiffusionPipeline.from_pretrained` (a local
+folder or a hub id + revision); its identity comes from `mtcore.identity`. The SVD building
+blocks and tiny random pipelines for tests live in `mtcore.svd`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKLTemporalDecoder,
-    EulerDiscreteScheduler,
-    StableVideoDiffusionPipeline,
-    UNetSpatioTemporalConditionModel,
-)
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
 
-try:  # transformers >= 5 names the torchvision-free processor separately
-    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-except ImportError:  # pragma: no cover
-    from transformers import CLIPImageProcessor
-
+from mtcore.config import Config, resolve
 from mtcore.errors import InputError
-from mtcore.identity import DEFAULT_MODEL, is_local, model_identity
+from mtcore.identity import DEFAULT_MODEL, is_local, locate_model, model_identity
 from mtcore.routing import MotionRouting
 
 
@@ -34,10 +25,15 @@ class SVDModel:
     """A loaded pipeline with motion routing installed, on one device and dtype."""
 
     pipe: StableVideoDiffusionPipeline
-    identity: str
+    """The frozen diffusers pipeline (UNet, VAE, CLIP image encoder, scheduler)."""
+    model_id: str
+    """Identity recorded in embeddings, keys and catalogs ("local:<sha256>" or "hub:<id>@<rev>")."""
     routing: MotionRouting
+    """Routes a (F + 1) x N motion embedding to the UNet's cross-attention layers."""
     device: torch.device
+    """Where the pipeline's weights are."""
     dtype: torch.dtype
+    """The UNet's compute dtype (float32 on CPU, float16 or bfloat16 on GPUs)."""
 
     @property
     def unet(self) -> UNetSpatioTemporalConditionModel:
@@ -61,6 +57,13 @@ class SVDModel:
         """(height, width) the UNet was configured for: sample_size x VAE scale factor."""
         side = int(self.unet.config.sample_size) * self.pipe.vae_scale_factor
         return side, side
+
+    def resolve(self, cfg: Config, num_frames: int | None = None) -> Config:
+        """`cfg` with unset frame count and size taken from `num_frames` (if given) or the model's defaults.
+
+        The one place a config meets a model: inversion, transfer, the pipeline and the CLI all call it.
+        """
+        return resolve(cfg, num_frames or self.default_num_frames, self.default_size)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -110,18 +113,23 @@ def load_model(
 ) -> SVDModel:
     """Load an SVD pipeline with `from_pretrained`, freeze it, install motion routing.
 
-    `model`: a local pipeline folder or a hub id (None = the project's default CPU model).
-
-    Weights load on CPU in float32 (diffusers' convention) and are then moved to `device`/`dtype`.
+    `model`: a local pipeline folder or a hub id (None = the project's default CPU model); a
+    relative folder is found from the current directory (`identity.locate_model`).
+    Weights load directly in the target dtype (`from_pretrained(dtype=...)`, no float32 copy
+    first) and are then moved to `device`.
     """
     global _LOADS
     model = DEFAULT_MODEL if model is None else model
+    if not is_local(model):
+        model, _ = locate_model(str(model), Path.cwd())
     dev = pick_device(str(device) if device is not None else None)
     dt = parse_dtype(dtype, dev)
-    identity = model_identity(model, revision)
+    model_id = model_identity(model, revision)
     src = str(Path(model).expanduser().resolve()) if is_local(model) else str(model)
     _quiet_libraries()
-    import mtcore.toy.model  # noqa: F401  custom components named in model_index.json must be imported first
+    # The toy model's classes are named in its model_index.json: from_pretrained imports them by
+    # module path, which only works once the module is importable; importing it here registers nothing else.
+    import mtcore.toy.model  # noqa: F401
 
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(src, revision=revision, dtype=dt)
@@ -134,82 +142,7 @@ def load_model(
         part.eval()
     routing = MotionRouting.install(pipe.unet)
     _LOADS += 1
-    return SVDModel(pipe=pipe, identity=identity, routing=routing, device=dev, dtype=dt)
+    return SVDModel(pipe=pipe, model_id=model_id, routing=routing, device=dev, dtype=dt)
 
 
-def svd_scheduler() -> EulerDiscreteScheduler:
-    """Euler scheduler with Stable Video Diffusion's scheduler_config.json settings that matter."""
-    return EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        prediction_type="v_prediction",
-        interpolation_type="linear",
-        sigma_min=0.002,
-        sigma_max=700.0,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
-
-
-def build_tiny_pipeline(
-    seed: int = 0, sample_size: int = 8, num_frames: int = 8, token_dim: int = 32
-) -> StableVideoDiffusionPipeline:
-    """A small randomly initialised SVD with the real architecture (for tests and the CPU default).
-
-    UNet: 2 levels (32, 64 channels), 1 layer per block; VAE: temporal decoder with SVD's 8x
-    downscale (4 levels of 32 channels); CLIP vision tower at 224 px with 32-px patches and a
-    projection to `token_dim`; Euler scheduler with SVD's settings. ~1-2 M parameters.
-    """
-    torch.manual_seed(seed)
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=sample_size,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64),
-        addition_time_embed_dim=32,
-        projection_class_embeddings_input_dim=3 * 32,
-        layers_per_block=1,
-        cross_attention_dim=token_dim,
-        num_attention_heads=(2, 4),
-        num_frames=num_frames,
-    )
-    vae = AutoencoderKLTemporalDecoder(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        sample_size=sample_size * 8,
-    )
-    image_encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            projection_dim=token_dim,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=224,
-            patch_size=32,
-            intermediate_size=64,
-        )
-    )
-    scheduler = svd_scheduler()
-    feature_extractor = CLIPImageProcessor(crop_size=224, size=224)
-    return StableVideoDiffusionPipeline(
-        vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
-    )
-
-
-def init_tiny_model(folder: str | os.PathLike, seed: int = 0, sample_size: int = 8, num_frames: int = 8) -> Path:
-    """Write a tiny random SVD pipeline folder with `save_pretrained` (safetensors weights)."""
-    out = Path(folder)
-    build_tiny_pipeline(seed=seed, sample_size=sample_size, num_frames=num_frames).save_pretrained(
-        out, safe_serialization=True
-    )
-    return out
+__all__ = ["SVDModel", "load_model", "load_count", "pick_device", "parse_dtype"]

@@ -6,6 +6,12 @@ repeats it for every frame. Cross-attention processors then pick, per layer:
 - temporal cross-attention (batch rows b * H * W + p) sees only group F, shared by all frames.
 With one token (T == 1, stock SVD and its zero unconditional embedding) they do nothing,
 so a routed UNet behaves exactly like the stock one.
+
+Processors are selected by diffusers' module names: cross-attention is `...attn2.processor`, and
+temporal layers sit under `.temporal_transformer_blocks.` (diffusers 0.42.1, pinned in
+pyproject.toml). `install` refuses a UNet where those names find no spatial or no temporal
+cross-attention, and tests/test_core_routing.py checks the names, so a diffusers upgrade that
+renames them fails loudly instead of silently leaving the motion embedding unrouted.
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+
+
+# diffusers' module names (see the module docstring): which processors are cross-attention, which temporal.
+CROSS_ATTENTION_SUFFIX = "attn2.processor"
+TEMPORAL_MARKER = ".temporal_transformer_blocks."
 
 
 @dataclass
@@ -64,9 +75,16 @@ class MotionRouting:
         state = RoutingState()
         procs = {}
         for name, proc in unet.attn_processors.items():
-            if name.endswith("attn2.processor"):
-                proc = RoutedCrossAttnProcessor(proc, ".temporal_transformer_blocks." in name, state)
+            if name.endswith(CROSS_ATTENTION_SUFFIX):
+                proc = RoutedCrossAttnProcessor(proc, TEMPORAL_MARKER in name, state)
             procs[name] = proc
+        routed = [p for p in procs.values() if isinstance(p, RoutedCrossAttnProcessor)]
+        if not any(p.temporal for p in routed) or all(p.temporal for p in routed):
+            raise RuntimeError(
+                f"MotionRouting found {sum(not p.temporal for p in routed)} spatial and {sum(p.temporal for p in routed)} "
+                f"temporal cross-attention processors by their names ('*{CROSS_ATTENTION_SUFFIX}', "
+                f"'{TEMPORAL_MARKER}'); a UNet without both cannot take a motion embedding (did diffusers rename them?)"
+            )
         unet.set_attn_processor(procs)
         return cls(state)
 

@@ -43,12 +43,11 @@ def transfer(
     seeds = list(seeds) if seeds is not None else [0] * b
     if len(seeds) != b:
         raise ValueError(f"{b} target images but {len(seeds)} seeds")
-    dh, dw = model.default_size
-    height, width = config.height or dh, config.width or dw
-    frames = config.num_frames or (embedding.num_frames if embedding is not None else model.default_num_frames)
+    full = model.resolve(config, num_frames=embedding.num_frames if embedding is not None else None)
+    height, width, frames = full.height, full.width, full.num_frames
     if embedding is not None and embedding.num_frames != frames:
         raise EmbeddingMismatch("embedding", f"made for F={embedding.num_frames} frames, {frames} requested")
-    cfg_on = config.max_guidance_scale > 1
+    guidance_on = config.max_guidance_scale > 1
     # One CPU generator per target: device-independent, and the same draws as a lone stock call.
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
@@ -57,7 +56,7 @@ def transfer(
         hidden = clip_embed(model, images)[:, None].to(model.dtype)  # (B, 1, D)
     else:
         hidden = embedding.as_hidden_states(b, dev, model.dtype)
-    if cfg_on:
+    if guidance_on:
         hidden = torch.cat([torch.zeros_like(hidden), hidden])
 
     # Target image -> noise-augmented VAE latent, repeated over frames (zero latent when unconditional).
@@ -66,19 +65,20 @@ def transfer(
     needs_upcast = pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast
     if needs_upcast:
         pipe.vae.to(dtype=torch.float32)
-    latent = pipe.vae.encode(image.to(pipe.vae.dtype)).latent_dist.mode().to(model.dtype)
+    image_latent = pipe.vae.encode(image.to(pipe.vae.dtype)).latent_dist.mode().to(model.dtype)  # (B, C, h, w)
     if needs_upcast:
         pipe.vae.to(dtype=torch.float16)
-    if cfg_on:
-        latent = torch.cat([torch.zeros_like(latent), latent])
-    latent = latent[:, None].repeat(1, frames, 1, 1, 1)
+    if guidance_on:
+        image_latent = torch.cat([torch.zeros_like(image_latent), image_latent])
+    image_latent = image_latent[:, None].repeat(1, frames, 1, 1, 1)  # (B', F, C, h, w)
 
     ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, b)
-    if cfg_on:
+    if guidance_on:
         ids = torch.cat([ids, ids])
 
     pipe.scheduler.set_timesteps(config.steps, device=dev)
     shape = (b, frames, pipe.unet.config.in_channels // 2, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    # The noisy video latents being denoised: (B, F, C, h, w).
     latents = randn_tensor(shape, generator=gens, device=dev, dtype=model.dtype) * pipe.scheduler.init_noise_sigma
     guidance = torch.linspace(config.min_guidance_scale, config.max_guidance_scale, frames, device=dev)
     guidance = guidance.to(latents.dtype).view(1, frames, 1, 1, 1)
@@ -87,11 +87,11 @@ def transfer(
     timesteps = pipe.scheduler.timesteps
     with model.routing.route(frames, tokens_per_frame):
         for i, t in enumerate(timesteps):
-            x = torch.cat([latents] * 2) if cfg_on else latents
+            x = torch.cat([latents] * 2) if guidance_on else latents
             x = pipe.scheduler.scale_model_input(x, t)
-            x = torch.cat([x, latent], dim=2)
+            x = torch.cat([x, image_latent], dim=2)
             pred = model.unet(x, t, encoder_hidden_states=hidden, added_time_ids=ids, return_dict=False)[0]
-            if cfg_on:
+            if guidance_on:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance * (cond - uncond)
             latents = pipe.scheduler.step(pred, t, latents).prev_sample

@@ -24,6 +24,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mtcore.errors import InputError
+from mtcore.fileio import atomic_write
+from mtcore.frames import uint8_to_signed, unit_to_uint8
 
 
 def ffmpeg_exe() -> str:
@@ -94,7 +96,7 @@ def frame_indices(n: int, count: int, sampling: Literal["uniform", "consecutive"
     return list(range(count))
 
 
-def fit(img: Image.Image, height: int, width: int) -> Image.Image:
+def cover_crop(img: Image.Image, height: int, width: int) -> Image.Image:
     """Cover-resize (aspect kept) then centre-crop to exactly width x height."""
     scale = max(width / img.width, height / img.height)
     rw, rh = max(width, round(img.width * scale)), max(height, round(img.height * scale))
@@ -114,9 +116,8 @@ def read_video(
     p = _require_file(path)
     info, frames = _decode(p)
     idx = frame_indices(info.num_frames, num_frames, sampling, str(p))
-    picked = [np.asarray(fit(Image.fromarray(frames[i]), height, width)) for i in idx]
-    arr = torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).float()  # (F, 3, H, W) in [0, 255]
-    return arr / 127.5 - 1.0
+    picked = [np.asarray(cover_crop(Image.fromarray(frames[i]), height, width)) for i in idx]
+    return uint8_to_signed(np.stack(picked))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -138,16 +139,8 @@ def read_image(path: str | os.PathLike, height: int | None = None, width: int | 
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(p, f"unreadable image ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
     if height is not None and width is not None:
-        img = fit(img, height, width)
+        img = cover_crop(img, height, width)
     return img
-
-
-def frames_to_uint8(video: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(F, 3, H, W) float in [0, 1] (torch) -> (F, H, W, 3) uint8; uint8 arrays pass through."""
-    if isinstance(video, np.ndarray) and video.dtype == np.uint8:
-        return video
-    v = torch.as_tensor(video).detach().float().clamp(0, 1)
-    return (v.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def write_mp4(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: int = 7, crf: int = 18) -> Path:
@@ -157,46 +150,25 @@ def write_mp4(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: i
     """
     import ffmpeg
 
-    arr = frames_to_uint8(frames)
+    arr = unit_to_uint8(frames)
     n, h, w, _ = arr.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs even sizes, got {w}x{h}")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix or '.mp4'}")
-    stream = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-        .output(str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium", movflags="+faststart", format="mp4")
-        .overwrite_output()
-    )
-    try:
-        _, err = stream.run(cmd=ffmpeg_exe(), input=arr.tobytes(), capture_stdout=True, capture_stderr=True)
-        os.replace(tmp, out)
-    except ffmpeg.Error as exc:
-        tmp.unlink(missing_ok=True)
-        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
-        raise RuntimeError(f"ffmpeg failed writing {out}: {' '.join(tail)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
 
+    def encode(tmp: Path) -> None:
+        stream = (
+            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+            .output(str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium", movflags="+faststart",
+                    format="mp4")
+            .overwrite_output()
+        )
+        try:
+            stream.run(cmd=ffmpeg_exe(), input=arr.tobytes(), capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as exc:
+            tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"ffmpeg failed writing {path}: {' '.join(tail)}") from None
 
-def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale: int = 1) -> Path:
-    """One PNG with a row of frames per video ((F, H, W, 3) uint8 each), for people to look at.
-
-    `scale` enlarges every frame (nearest neighbour) so tiny videos can be seen.
-    """
-    if scale > 1:
-        videos = [v.repeat(scale, axis=1).repeat(scale, axis=2) for v in videos]
-    rows = [np.concatenate(list(v), axis=1) for v in videos]
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    sheet = Image.fromarray(np.concatenate(rows, axis=0))
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
+    return atomic_write(path, encode, suffix=Path(path).suffix or ".mp4")
 
 
 __all__ = [
@@ -207,9 +179,7 @@ __all__ = [
     "read_frames",
     "read_image",
     "to_rgb",
-    "fit",
+    "cover_crop",
     "frame_indices",
     "write_mp4",
-    "frames_to_uint8",
-    "save_contact_sheet",
 ]

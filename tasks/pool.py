@@ -2,8 +2,10 @@
 
 Mechanism (measured; see README "Why actors, not a Prefect task per item"): Prefect runs one task
 per *stage*; inside a stage, items go to a fixed set of `ModelWorker` actors, each loading the
-pipeline once in `__init__` and then serving inversions and transfer batches. One item in flight
-per actor; a finished item's row comes back at once so progress and catalogs advance as work does.
+pipeline once in `__init__` and then serving work items (an inversion, a batch of transfers) through
+one method, `run`. One item in flight per actor; a finished item's rows come back at once so progress
+and catalogs advance as work does. The pool starts Ray and its actors when the first item arrives:
+a run with nothing to compute never starts Ray.
 """
 
 from __future__ import annotations
@@ -11,44 +13,48 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import ray
+
+from tasks.results import WorkerStats
+
+
+class WorkItem(Protocol):
+    """What a worker can serve (tasks.plan.InversionJob, tasks.plan.TransferBatch)."""
+
+    size: int
+
+    def run(self, model: Any, out: str, worker: str) -> list[dict]: ...
 
 
 @ray.remote
 class ModelWorker:
     """Holds one loaded SVD pipeline; `num_gpus`/`num_cpus` are set by `WorkerPool` at creation."""
 
-    def __init__(self, model: str, revision: str | None, device: str | None, dtype: str | None, threads: int):
+    def __init__(self, model: str, revision: str | None, device: str | None, dtype: str | None, threads: int,
+                 out: str):
         import torch
 
         from mtcore.models import load_model
 
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
+        self.out = out
         ctx = ray.get_runtime_context()
         self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
         self.items = 0
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> WorkerStats:
         from mtcore.models import load_count
 
-        return {"worker": self.name, "model_loads": load_count(), "items": self.items,
-                "device": str(self.model.device), "model_id": self.model.identity}
+        return WorkerStats(worker=self.name, model_loads=load_count(), items=self.items,
+                           device=str(self.model.device), model_id=self.model.model_id)
 
-    def invert(self, job, cfg, out: str) -> list[dict]:
-        from tasks.work import invert_job
-
-        self.items += 1
-        return [invert_job(self.model, job, cfg, Path(out), self.name)]
-
-    def transfer(self, jobs, cfg, out: str) -> list[dict]:
-        from tasks.work import transfer_jobs
-
-        self.items += len(jobs)
-        return transfer_jobs(self.model, jobs, cfg, Path(out), self.name)
+    def run(self, item: WorkItem) -> list[dict]:
+        """Serve one work item; its catalog rows."""
+        self.items += item.size
+        return item.run(self.model, self.out, self.name)
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,15 @@ class PoolConfig:
 
 
 class WorkerPool:
-    """Starts (or joins) Ray and the model actors; `map` runs items across them."""
+    """The model workers of one run; Ray and the actors start when `map` first gets an item."""
 
-    def __init__(self, model: str, revision: str | None, config: PoolConfig):
-        self.config = config
+    def __init__(self, model: str, revision: str | None, out: str, config: PoolConfig):
+        self.model, self.revision, self.out, self.config = model, revision, out, config
+        self.actors: list = []
         self._started_ray = False
+
+    def _start(self) -> None:
+        config = self.config
         if not ray.is_initialized():
             if config.ray_address:
                 ray.init(address=config.ray_address, log_to_driver=False)
@@ -91,25 +101,33 @@ class WorkerPool:
         if gpus > 0:
             options["num_gpus"] = gpus
         self.actors = [
-            ModelWorker.options(**options).remote(model, revision, config.device, config.dtype, int(cpus))
+            ModelWorker.options(**options).remote(self.model, self.revision, config.device, config.dtype, int(cpus),
+                                                  self.out)
             for _ in range(n)
         ]
         # Surface a model that cannot load now, as one error, instead of as every item failing.
-        self.infos = ray.get([a.info.remote() for a in self.actors])
+        ray.get([a.info.remote() for a in self.actors])
 
-    def map(self, method: str, items: Iterable[tuple[Any, ...]], on_done: Callable[[Any, list[dict] | Exception], None]) -> None:
-        """Call `actor.<method>(*item)` for every item across the workers; `on_done(item, rows|error)`."""
-        dispatch(self.actors, method, items, on_done)
+    def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, list[dict] | Exception], None]) -> None:
+        """Serve every item on the workers; `on_done(item, rows | error)` as each finishes."""
+        items = list(items)
+        if not items:
+            return
+        if not self.actors:
+            self._start()
+        dispatch(self.actors, items, on_done)
 
-    def stats(self) -> list[dict[str, Any]]:
-        """Per worker: name, model loads in its process, items served."""
-        return ray.get([a.info.remote() for a in self.actors])
+    def stats(self) -> list[WorkerStats]:
+        """Per worker: name, model loads in its process, items served (empty if never started)."""
+        return ray.get([a.info.remote() for a in self.actors]) if self.actors else []
 
     def close(self) -> None:
         for a in self.actors:
             ray.kill(a)
+        self.actors = []
         if self._started_ray:
             ray.shutdown()
+            self._started_ray = False
 
     def __enter__(self) -> "WorkerPool":
         return self
@@ -118,20 +136,19 @@ class WorkerPool:
         self.close()
 
 
-
-def dispatch(actors: list, method: str, items: Iterable[tuple[Any, ...]], on_done: Callable[[Any, Any], None]) -> None:
-    """Run `actor.<method>(*item)` for every item, one in flight per actor, results in completion order.
+def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
+    """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
 
     A dead actor's item is reported as its error and the actor leaves the rotation; when no actor
     is left, the remaining items are reported failed. Other errors keep the actor in rotation.
     """
     todo = list(items)
     idle = list(actors)
-    running: dict[Any, tuple[Any, Any]] = {}
+    running: dict[Any, tuple[Any, WorkItem]] = {}
     while todo or running:
         while todo and idle:
             actor, item = idle.pop(), todo.pop(0)
-            running[getattr(actor, method).remote(*item)] = (actor, item)
+            running[actor.run.remote(item)] = (actor, item)
         if not running:  # every actor died
             for rest in todo:
                 on_done(rest, RuntimeError("every worker died"))

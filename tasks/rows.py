@@ -8,13 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mtcore.config import InversionConfig
 from mtcore.errors import InputError
-from tasks.plan import InversionJob, TransferJob
+
+if TYPE_CHECKING:  # items are data from the plan; importing it here at run time would be a cycle
+    from tasks.plan import InversionJob, TransferJob
 
 
 def now() -> dt.datetime:
+    """The current time, UTC (catalog timestamps are timezone-aware)."""
     return dt.datetime.now(dt.timezone.utc)
 
 
@@ -28,17 +31,19 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
 
 
-def embedding_row(job: InversionJob, model_id: str, cfg: InversionConfig, num_frames: int | None,
-                  error: str | None, seconds: float, worker: str) -> dict:
+def embedding_row(job: InversionJob, model_id: str, num_frames: int | None, error: str | None, seconds: float,
+                  worker: str) -> dict:
+    """The embeddings-table row of one inversion attempt (ok when `error` is None)."""
     return {
         "embedding_key": job.key, "reference_id": job.reference_id, "reference_sha256": job.reference_sha256,
-        "model_id": model_id, "num_frames": num_frames, "tokens_per_frame": cfg.tokens_per_frame,
+        "model_id": model_id, "num_frames": num_frames, "tokens_per_frame": job.config.tokens_per_frame,
         "path": None if error else job.path, "status": "failed" if error else "ok", "error": error,
         "seconds": float(seconds), "worker": worker, "created_at": now(),
     }
 
 
 def transfer_row(job: TransferJob, model_id: str, error: str | None, seconds: float, worker: str) -> dict:
+    """The transfers-table row of one transfer attempt (ok when `error` is None)."""
     return {
         "transfer_key": job.key, "embedding_key": job.embedding_key, "reference_id": job.reference_id,
         "target_id": job.target_id, "target_sha256": job.target_sha256, "seed": int(job.seed),

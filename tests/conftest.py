@@ -15,7 +15,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from mtcore.models import init_tiny_model
+    from mtcore.svd import init_tiny_model
 
     return init_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mtcore.catalog import SCHEMAS, append_rows, atomic_write, ok_keys, read_table, store_path
+from mtcore.catalog import SCHEMAS, append_rows, ok_keys, read_table, store_path
 
 KEY = "ab" + "0" * 62
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -39,40 +39,11 @@ def embedding_row(key: str, status: str = "ok") -> dict:
 
 def test_store_paths(tmp_path):
     assert store_path(tmp_path, "embeddings", KEY) == tmp_path / "store/embeddings/ab" / f"{KEY}.safetensors"
-    assert store_path(tmp_path, "videos", KEY) == tmp_path / "store/videos/ab" / f"{KEY}.mp4"
+    assert store_path(tmp_path, "transfers", KEY) == tmp_path / "store/videos/ab" / f"{KEY}.mp4"
     with pytest.raises(ValueError, match="kind"):
         store_path(tmp_path, "images", KEY)
     with pytest.raises(ValueError, match="cache key"):
-        store_path(tmp_path, "videos", "../../etc/passwd")
-
-
-def test_atomic_write_keeps_suffix_and_renames(tmp_path):
-    target = tmp_path / "sub" / "clip.mp4"
-    seen = []
-
-    def write(tmp):
-        seen.append(tmp)
-        tmp.write_bytes(b"video")
-
-    assert atomic_write(target, write) == target
-    assert target.read_bytes() == b"video"
-    (tmp,) = seen
-    assert tmp.parent == target.parent and tmp.name.startswith(".clip.tmp-") and tmp.suffix == ".mp4"
-    assert not tmp.exists()
-
-
-def test_atomic_write_removes_tmp_on_error_and_keeps_old_file(tmp_path):
-    target = tmp_path / "x.parquet"
-    target.write_bytes(b"old")
-
-    def fail(tmp):
-        tmp.write_bytes(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(target, fail)
-    assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.parquet"]
+        store_path(tmp_path, "transfers", "../../etc/passwd")
 
 
 def test_append_and_read_back_with_schema_types(tmp_path):

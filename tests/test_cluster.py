@@ -27,12 +27,12 @@ def test_two_gpu_nodes_share_the_work(prefect_harness, cluster, media, tmp_path,
                               {"cat": media / "cat.png", "dog": media / "dog.png"}, model=str(tiny_model_dir))
     out = tmp_path / "out"
     result = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, gpus_per_worker=1)
-    assert result["failed"] == 0 and result["transfers_computed"] == 4
-    workers = result["workers"]
-    assert len(workers) == 2 and all(w["model_loads"] == 1 for w in workers)
-    nodes = {w["worker"].split("/")[1] for w in workers}
+    assert result.failed == 0 and result.transfers_computed == 4
+    workers = result.workers
+    assert len(workers) == 2 and all(w.model_loads == 1 for w in workers)
+    nodes = {w.worker.split("/")[1] for w in workers}
     assert len(nodes) == 2  # one actor per node: each node's single GPU is taken
     emb, tr = read_table(out, "embeddings"), read_table(out, "transfers")
     row_nodes = {w.split("/")[1] for w in list(emb.worker) + list(tr.worker)}
     assert row_nodes == nodes  # both nodes did work, and the rows say which
-    assert {w["worker"] for w in workers} >= set(emb.worker)
+    assert {w.worker for w in workers} >= set(emb.worker)

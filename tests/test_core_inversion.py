@@ -17,7 +17,7 @@ def test_inversion_lowers_loss_on_fixed_draws(tiny_model, reference_video):
     weights_before = {k: v.clone() for k, v in m.unet.state_dict().items()}
     emb, stats = invert(m, frames, CFG, reference_sha256="abc")
     assert emb.tokens.shape == (9, 2, m.token_dim)
-    assert emb.model_id == m.identity and emb.reference_sha256 == "abc"
+    assert emb.model_id == m.model_id and emb.reference_sha256 == "abc"
     assert emb.inversion_config["steps"] == 40
     # measured independently of the function's own report, on other fixed draws
     draws = fixed_draws((1, 8, 4, 8, 8), 6, seed=123, p_mean=0.5, p_std=1.0)
@@ -31,11 +31,12 @@ def test_inversion_lowers_loss_on_fixed_draws(tiny_model, reference_video):
 
 
 def emb_initial(m, frames):
-    from mtcore.conditioning import clip_embed, to_pil
+    from mtcore.conditioning import clip_embed
+    from mtcore.frames import signed_to_pil
     from mtcore.embedding import initial_tokens
 
     g = torch.Generator().manual_seed(CFG.seed)
-    return initial_tokens(clip_embed(m, to_pil(frames)), 2, "reference_frames", CFG.init_noise, g)
+    return initial_tokens(clip_embed(m, signed_to_pil(frames)), 2, "reference_frames", CFG.init_noise, g)
 
 
 def test_inversion_is_deterministic_for_a_seed(tiny_model, reference_video):
@@ -58,11 +59,12 @@ def test_progress_callback_reports_every_step(tiny_model, reference_video):
 
 
 def test_initial_tokens_follow_reference_frames(tiny_model, reference_video):
-    from mtcore.conditioning import clip_embed, to_pil
+    from mtcore.conditioning import clip_embed
+    from mtcore.frames import signed_to_pil
     from mtcore.embedding import initial_tokens
 
     frames = read_video(reference_video, 8, 64, 64)
-    e = clip_embed(tiny_model, to_pil(frames))  # (F, D)
+    e = clip_embed(tiny_model, signed_to_pil(frames))  # (F, D)
     t = initial_tokens(e, 3, "reference_frames", 0.0, torch.Generator())
     assert t.shape == (9, 3, e.shape[1])
     torch.testing.assert_close(t[5, 2], e[5])

@@ -65,3 +65,31 @@ def test_wrong_token_count_is_refused(tiny_model):
     with pytest.raises(ValueError, match="expected"), m.routing.route(F, N), torch.no_grad():
         m.unet(x, torch.tensor([0.1]), encoder_hidden_states=torch.zeros(1, 5, m.token_dim),
                added_time_ids=time_ids(m, 7, 127, 0.02, 1))
+
+
+def test_routing_finds_every_cross_attention_by_diffusers_names(tiny_model):
+    """Routing picks processors by diffusers' module names (pinned version); if an upgrade renamed them,
+    the processors found by name would no longer be every cross-attention module: this fails loudly."""
+    from diffusers.models.attention_processor import Attention
+
+    from mtcore.routing import CROSS_ATTENTION_SUFFIX, TEMPORAL_MARKER, RoutedCrossAttnProcessor
+
+    unet = tiny_model.unet
+    by_type = {name for name, module in unet.named_modules()
+               if isinstance(module, Attention) and module.is_cross_attention}
+    by_name = {name.removesuffix(".processor") for name in unet.attn_processors if name.endswith(CROSS_ATTENTION_SUFFIX)}
+    assert by_name == by_type and by_type
+    assert any(TEMPORAL_MARKER in n for n in by_name) and not all(TEMPORAL_MARKER in n for n in by_name)
+    routed = {name.removesuffix(".processor") for name, proc in unet.attn_processors.items()
+              if isinstance(proc, RoutedCrossAttnProcessor)}
+    assert routed == by_type
+
+
+def test_install_refuses_a_unet_it_cannot_route(monkeypatch):
+    """Were diffusers to rename its temporal blocks, install would find no temporal cross-attention: refused."""
+    import mtcore.routing
+    from mtcore.svd import build_tiny_pipeline
+
+    monkeypatch.setattr(mtcore.routing, "TEMPORAL_MARKER", ".renamed_temporal_blocks.")
+    with pytest.raises(RuntimeError, match="rename"):
+        mtcore.routing.MotionRouting.install(build_tiny_pipeline().unet)

@@ -29,9 +29,9 @@ def two_by_two(prefect_harness, media, tmp_path_factory, tiny_model_dir):
 
 def test_fresh_run_computes_every_item_once(two_by_two):
     out, first, _, _ = two_by_two
-    assert (first["inversions_computed"], first["inversions_cached"]) == (2, 0)
-    assert (first["transfers_computed"], first["transfers_cached"]) == (4, 0)
-    assert first["failed"] == 0
+    assert (first.inversions_computed, first.inversions_cached) == (2, 0)
+    assert (first.transfers_computed, first.transfers_cached) == (4, 0)
+    assert first.failed == 0
 
 
 def test_catalogs_hold_ok_rows_and_decodable_videos(two_by_two):
@@ -55,17 +55,17 @@ def test_catalogs_hold_ok_rows_and_decodable_videos(two_by_two):
 
 def test_model_is_loaded_once_per_worker(two_by_two):
     _, first, _, tables = two_by_two
-    assert len(first["workers"]) == 1
-    (w,) = first["workers"]
-    assert w["model_loads"] == 1 and w["items"] == 2 + 4
-    assert set(tables["embeddings"].worker) == {w["worker"]} == set(tables["transfers"].worker)
+    assert len(first.workers) == 1
+    (w,) = first.workers
+    assert w.model_loads == 1 and w.items == 2 + 4
+    assert set(tables["embeddings"].worker) == {w.worker} == set(tables["transfers"].worker)
 
 
 def test_rerun_computes_nothing_and_adds_no_rows(two_by_two):
     out, _, second, tables = two_by_two
-    assert (second["inversions_computed"], second["transfers_computed"], second["failed"]) == (0, 0, 0)
-    assert (second["inversions_cached"], second["transfers_cached"]) == (2, 4)
-    assert second["workers"] == []  # nothing to do: Ray was not started
+    assert (second.inversions_computed, second.transfers_computed, second.failed) == (0, 0, 0)
+    assert (second.inversions_cached, second.transfers_cached) == (2, 4)
+    assert second.workers == []  # nothing to do: Ray was not started
     for t in ("embeddings", "transfers"):
         now = read_table(out, t)
         assert len(now) == len(tables[t])
@@ -84,7 +84,7 @@ def test_deleted_artifact_is_made_again(prefect_harness, two_by_two, tmp_path):
     victim.unlink()
     manifest = next(out.parent.glob("manifest.yaml"))
     third = bulk_run(str(manifest), out=str(out))
-    assert (third["inversions_computed"], third["transfers_computed"], third["transfers_cached"]) == (0, 1, 3)
+    assert (third.inversions_computed, third.transfers_computed, third.transfers_cached) == (0, 1, 3)
     assert probe_video(victim).num_frames == 8
 
 

@@ -6,20 +6,11 @@ import numpy as np
 import pytest
 
 from mtcore.errors import InputError
-from mtcore.toy.world import (
-    MOTION_KINDS,
-    Appearance,
-    Motion,
-    WorldConfig,
-    motion_tokens,
-    render,
-    sample_appearance,
-    sample_clip,
-    sample_motion,
-    sample_start,
-    track_sprite,
-    trajectory_metrics,
-)
+from mtcore.toy.render import render
+from mtcore.toy.sampling import sample_appearance, sample_clip, sample_motion, sample_start
+from mtcore.toy.tokens import motion_tokens
+from mtcore.toy.tracking import track_sprite, trajectory_metrics
+from mtcore.toy.world import MOTION_KINDS, Appearance, Motion, WorldConfig
 
 CFG = WorldConfig()
 S = CFG.size

@@ -1,5 +1,6 @@
-"""A procedural toy world: short wrap-around clips of one sprite on a tiling background.
+"""The toy world and the toy image-to-video model trained on it (the built-in CPU model).
 
-`mtcore.toy.world` samples and renders clips with known sprite trajectories, encodes the
-motion as tokens for a small image-to-video model, and tracks sprites to score generated clips.
+world (what a clip is: config, appearance, motion, the torus), sampling, render, tokens (the
+model's motion input), tracking (finding sprites in generated frames, trajectory metrics),
+model (ToyUNet, PixelShuffleVAE), train, evaluate.
 """

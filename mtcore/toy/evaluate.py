@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,13 +27,16 @@ from PIL import Image
 
 from mtcore.config import InversionConfig, TransferConfig
 from mtcore.embedding import MotionEmbedding
+from mtcore.frames import uint8_to_signed, unit_to_uint8
 from mtcore.inversion import invert
 from mtcore.models import SVDModel
 from mtcore.sampling import transfer
-from mtcore.toy.world import (
-    MOTION_KINDS, Clip, WorldConfig, motion_tokens, render, sample_appearance, sample_clip, sample_start,
-    track_sprite, trajectory_metrics,
-)
+from mtcore.sheet import save_contact_sheet
+from mtcore.toy.render import render
+from mtcore.toy.sampling import sample_appearance, sample_clip, sample_start
+from mtcore.toy.tokens import motion_tokens
+from mtcore.toy.tracking import track_sprite, trajectory_metrics
+from mtcore.toy.world import MOTION_KINDS, Clip, WorldConfig
 
 METHODS = ("mti", "stock", "random", "ceiling")
 
@@ -61,11 +65,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def _uint8(video: torch.Tensor) -> np.ndarray:
-    """(F, 3, H, W) in [0, 1] -> (F, H, W, 3) uint8."""
-    return (video.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
-
-
 def evaluate(
     model: SVDModel,
     n_pairs: int = 40,
@@ -79,9 +78,9 @@ def evaluate(
     size, frames = model.default_size[0], model.default_num_frames
     cfg = WorldConfig(size=size, frames=frames)
     pairs = make_pairs(n_pairs, seed, cfg)
-    rows, videos = [], {m: [] for m in methods}
+    rows, videos = [], {method: [] for method in methods}
     for k, pair in enumerate(pairs):
-        ref = torch.from_numpy(pair.reference.frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+        ref = uint8_to_signed(pair.reference.frames)
         target_img = Image.fromarray(pair.target.frames[0])
         true = torch.from_numpy(motion_tokens(pair.reference.displacements, pair.reference.kind_index,
                                               model.token_dim, size))[:, None]  # (F+1, 1, D)
@@ -97,14 +96,15 @@ def evaluate(
                 emb = MotionEmbedding(tokens=torch.randn(shape, generator=g) * true[:-1].std())
             else:
                 emb = MotionEmbedding(tokens=true)
-            video = _uint8(transfer(model, [target_img], emb, transfer_cfg, seeds=[seed + k])[0])
+            video = unit_to_uint8(transfer(model, [target_img], emb, transfer_cfg, seeds=[seed + k])[0])
             track = track_sprite(video, np.array(pair.target.appearance.colours))
-            m = trajectory_metrics(track, pair.reference.displacements)
-            if not np.isfinite(m["cosine"]):  # the sprite was not found: no agreement, not a skipped pair
-                m["cosine"], m["speed_ratio"] = 0.0, 0.0
+            agreement = trajectory_metrics(track, pair.reference.displacements)
+            if not np.isfinite(agreement["cosine"]):  # the sprite was not found: no agreement, not a skipped pair
+                agreement["cosine"], agreement["speed_ratio"] = 0.0, 0.0
             rows.append({
                 "pair": k, "method": method, "motion": pair.reference.motion.kind,
-                "cosine": m["cosine"], "speed_ratio": m["speed_ratio"], "tracked_steps": m["steps"],
+                "cosine": agreement["cosine"], "speed_ratio": agreement["speed_ratio"],
+                "tracked_steps": agreement["steps"],
                 "first_frame_psnr": psnr(video[0], pair.target.frames[0]),
                 "seconds": time.perf_counter() - t0,
             })
@@ -122,3 +122,18 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([overall, per_kind]).reset_index()
     out.columns = ["_".join(c).strip("_") if isinstance(c, tuple) else c for c in out.columns]
     return out.sort_values(["method", "motion"]).reset_index(drop=True)
+
+
+def write_results(df: pd.DataFrame, videos: dict[str, list[np.ndarray]], out: str | Path, model_id: str,
+                  seed: int) -> tuple[pd.DataFrame, list[Path]]:
+    """OUT/pairs.parquet (one row per pair and method), OUT/summary.parquet (`summarise`) and one
+    contact sheet PNG per method (its first 10 outputs); returns the summary and the files written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.assign(model_id=model_id, seed=seed).to_parquet(out / "pairs.parquet")
+    table = summarise(df)
+    table.to_parquet(out / "summary.parquet")
+    written = [out / "pairs.parquet", out / "summary.parquet"]
+    for method, method_videos in videos.items():
+        written.append(save_contact_sheet(method_videos[:10], out / f"sheet_{method}.png"))
+    return table, written

@@ -12,7 +12,7 @@ Components of a complete `StableVideoDiffusionPipeline` folder:
 - a tiny CLIP vision tower whose projection is zero: the toy model's "usual" image embedding is
   SVD's zero (unconditional) embedding, and inversion initialised from it starts from zero.
 Motion reaches the model only through cross-attention (one token per frame + one temporal token,
-see `mtcore.toy.world.motion_tokens`); appearance only through the first-frame latent.
+see `mtcore.toy.tokens.motion_tokens`); appearance only through the first-frame latent.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from mtcore.models import CLIPImageProcessor, svd_scheduler
+from mtcore.svd import CLIPImageProcessor, svd_scheduler
 
 
 class ToyUNet(UNetSpatioTemporalConditionModel):
@@ -63,9 +63,9 @@ class ToyUNet(UNetSpatioTemporalConditionModel):
         )
         _regroup_norms(self, channels_per_group)
         if circular_padding:
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d) and any(p > 0 for p in m.padding):
-                    m.padding_mode = "circular"
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
+                    module.padding_mode = "circular"
 
 
 def _regroup_norms(root: nn.Module, channels_per_group: int) -> None:

@@ -2,7 +2,7 @@
 
 Objective: SVD's EDM v-prediction loss (the same `edm_denoise` / `weighted_loss` inversion uses),
 with gradients into the UNet. Appearance comes from the first-frame latent (concatenated, as in
-SVD); motion only from cross-attention: (F + 1) motion tokens (`world.motion_tokens`), routed
+SVD); motion only from cross-attention: (F + 1) motion tokens (`tokens.motion_tokens`), routed
 like a motion embedding with N = 1, replaced by SVD's zero embedding with probability
 `null_dropout`. Noise levels: a `focus_share` of them with ln(sigma) ~ N(focus_mean, focus_std^2),
 where the motion input matters, the rest ~ N(base_mean, base_std^2) for appearance detail.
@@ -26,12 +26,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtcore.catalog import atomic_write
+from mtcore.conditioning import time_ids
+from mtcore.config import SVD_FPS, SVD_MOTION_BUCKET_ID, SVD_NOISE_AUG_STRENGTH
+from mtcore.fileio import atomic_write, write_text
+from mtcore.frames import uint8_to_signed
 from mtcore.inversion import edm_denoise, weighted_loss
 from mtcore.models import SVDModel
 from mtcore.routing import MotionRouting
 from mtcore.toy.model import build_toy_pipeline
-from mtcore.toy.world import WorldConfig, motion_tokens, sample_clip
+from mtcore.toy.sampling import sample_clip
+from mtcore.toy.tokens import motion_tokens
+from mtcore.toy.world import WorldConfig
 
 
 @dataclass(frozen=True)
@@ -88,17 +93,11 @@ def clip_batch(cfg: ToyTrainConfig, rng: np.random.Generator, n: int):
     """(n, F, 3, S, S) frames in [-1, 1], (n, F+1, D) motion tokens, and the clips."""
     wcfg = world_config(cfg)
     clips = [sample_clip(rng, wcfg) for _ in range(n)]
-    frames = torch.from_numpy(np.stack([c.frames for c in clips])).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    frames = torch.stack([uint8_to_signed(c.frames) for c in clips])  # (n, F, 3, S, S)
     tokens = torch.from_numpy(np.stack([
         motion_tokens(c.displacements, c.kind_index, cfg.token_dim, cfg.size) for c in clips
     ]))
     return frames, tokens, clips
-
-
-def to_latents(frames: torch.Tensor) -> torch.Tensor:
-    """(B, F, 3, S, S) -> (B, F, 12, S/2, S/2) with the toy model's pixel-unshuffle mapping."""
-    b, f = frames.shape[:2]
-    return torch.nn.functional.pixel_unshuffle(frames.flatten(0, 1), 2).unflatten(0, (b, f))
 
 
 class Trainer:
@@ -116,12 +115,21 @@ class Trainer:
         self.model = SVDModel(self.pipe, "training", self.routing, torch.device("cpu"), torch.float32)
         self.step = 0
         self.history: list[dict] = []  # {"step", "loss", "seconds"} per step, evals interleaved
-        self.ids = self.pipe._get_add_time_ids(6, 127, 0.02, torch.float32, cfg.batch_size, 1, False)
+        self.ids = self._time_ids(cfg.batch_size)
         self.eval_frames, self.eval_tokens, _ = clip_batch(cfg, np.random.default_rng([cfg.seed, 10**9]), 32)
         if (self.dir / "state.json").is_file():
             self.load()
 
     # ---------------------------------------------------------------- one step
+    def _time_ids(self, batch: int) -> torch.Tensor:
+        # The stock micro-conditioning: the toy model is trained with SVD's defaults.
+        return time_ids(self.model, SVD_FPS, SVD_MOTION_BUCKET_ID, SVD_NOISE_AUG_STRENGTH, batch)
+
+    def to_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, S, S) in [-1, 1] -> (B, F, 12, S/2, S/2) with the model's own VAE (pixel unshuffle)."""
+        b, f = frames.shape[:2]
+        return self.pipe.vae.encode(frames.flatten(0, 1)).latent_dist.mode().unflatten(0, (b, f))
+
     def _draws(self, g: torch.Generator, b: int) -> torch.Tensor:
         c = self.cfg
         focus = torch.rand(b, generator=g) < c.focus_share
@@ -129,8 +137,8 @@ class Trainer:
         return torch.where(focus, c.focus_mean + c.focus_std * z, c.base_mean + c.base_std * z).exp()
 
     def loss_on(self, frames, tokens, sigma, noise, cond_noise, ids) -> torch.Tensor:
-        x0 = to_latents(frames)
-        cond = torch.nn.functional.pixel_unshuffle(frames[:, 0] + cond_noise, 2)
+        x0 = self.to_latents(frames)
+        cond = self.pipe.vae.encode(frames[:, 0] + cond_noise).latent_dist.mode()
         with self.routing.route(self.cfg.frames, 1):
             d = edm_denoise(self.model, x0 + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, tokens, ids)
         return weighted_loss(d, x0, sigma)
@@ -143,7 +151,7 @@ class Trainer:
         keep = (torch.rand(c.batch_size, generator=g) >= c.null_dropout).float().view(-1, 1, 1)
         tokens = tokens * keep  # dropped clips get SVD's zero embedding
         sigma = self._draws(g, c.batch_size)
-        noise = torch.randn(to_latents(frames).shape, generator=g)
+        noise = torch.randn(self.to_latents(frames).shape, generator=g)
         cond_sigma = (c.cond_p_mean + c.cond_p_std * torch.randn(c.batch_size, generator=g)).exp()
         cond_noise = cond_sigma.view(-1, 1, 1, 1) * torch.randn(frames[:, 0].shape, generator=g)
         for group in self.opt.param_groups:
@@ -184,11 +192,11 @@ class Trainer:
     def _loss_gap(self, sigmas) -> dict[str, float]:
         g = torch.Generator().manual_seed(123)
         n = len(self.eval_frames)
-        ids = self.pipe._get_add_time_ids(6, 127, 0.02, torch.float32, n, 1, False)
+        ids = self._time_ids(n)
         out = {}
         for s in sigmas:
             sigma = torch.full((n,), s)
-            noise = torch.randn(to_latents(self.eval_frames).shape, generator=g)
+            noise = torch.randn(self.to_latents(self.eval_frames).shape, generator=g)
             zero_cond = torch.zeros_like(self.eval_frames[:, 0])
             true = self.loss_on(self.eval_frames, self.eval_tokens, sigma, noise, zero_cond, ids).item()
             null = self.loss_on(self.eval_frames, torch.zeros_like(self.eval_tokens), sigma, noise, zero_cond, ids).item()
@@ -226,7 +234,7 @@ class Trainer:
                 moments[f"{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
         atomic_write(self.dir / "optim.safetensors", lambda p: save_file(_contiguous(moments), str(p)))
         state = {"step": self.step, "config": asdict(self.cfg), "history": self.history}
-        atomic_write(self.dir / "state.json", lambda p: p.write_text(json.dumps(state)))
+        write_text(self.dir / "state.json", json.dumps(state))
 
     def load(self) -> None:
         state = json.loads((self.dir / "state.json").read_text())

@@ -1,0 +1,78 @@
+"""What every `mt` command shares: one-line errors, progress bars, and printing a run's summary."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Callable
+
+import typer
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print `error: <message>` on stderr and end the command with `code`."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def guarded(command: Callable) -> Callable:
+    """Decorate a command: user-input errors end it with their lines on stderr and exit status 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from mtcore.errors import InputError, ProblemsError
+
+        try:
+            return command(*args, **kwargs)
+        except ProblemsError as exc:
+            for line in exc.problems:
+                typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        except InputError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+def progress_bar(description: str, total: int):
+    """A rich progress bar on stderr; returns (context manager, advance(step, total, loss=None))."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    task = bar.add_task(description, total=total, info="")
+
+    def advance(step: int, total_: int, loss: float | None = None) -> None:
+        bar.update(task, completed=step, info=f"loss {loss:.4f}" if loss is not None else "")
+
+    return bar, advance
+
+
+def print_summary(summary, as_json: bool = False) -> None:
+    """A run's summary (tasks.results.RunSummary) for people, or as one JSON object."""
+    if as_json:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+        return
+    typer.echo("")
+    typer.echo(f"run {summary.run_id} finished in {summary.wall_seconds:.1f} s")
+    typer.echo(f"  inversions: {summary.inversions_computed} computed, {summary.inversions_cached} cached")
+    typer.echo(f"  transfers:  {summary.transfers_computed} computed, {summary.transfers_cached} cached")
+    colour = typer.colors.RED if summary.failed else None
+    typer.secho(f"  failed:     {summary.failed}", fg=colour)
+    for error in summary.errors[:5]:
+        typer.secho(f"    - {error}", fg=colour)
+    for w in summary.workers:
+        typer.echo(f"  worker {w.worker}: {w.items} items, model loaded {w.model_loads}x on {w.device}")
+    typer.echo(f"  catalogs:   {summary.catalogs}  (e.g. duckdb: SELECT * FROM "
+               f"read_parquet('{summary.catalogs}/transfers/*.parquet'))")

@@ -1,0 +1,58 @@
+"""Contact sheets: one PNG with a row of frames per video, for people to look at a run's output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mtcore.catalog import read_table
+from mtcore.errors import InputError
+from mtcore.fileio import atomic_write
+from mtcore.frames import signed_to_uint8
+from mtcore.videoio import read_frames, read_video
+
+
+def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale: int = 1) -> Path:
+    """One PNG with a row of frames per video ((F, H, W, 3) uint8 each), 2 white px between rows.
+
+    `scale` enlarges every frame (nearest neighbour) so tiny videos can be seen.
+    """
+    if scale > 1:
+        videos = [v.repeat(scale, axis=1).repeat(scale, axis=2) for v in videos]
+    rows = [np.concatenate(list(v), axis=1) for v in videos]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    sheet = Image.fromarray(np.concatenate(rows, axis=0))
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def run_contact_sheet(out: str | os.PathLike, png: str | os.PathLike, references: dict[str, Path] | None = None,
+                      scale: int = 0, limit: int = 40) -> list[str]:
+    """A contact sheet of a run's finished transfers, grouped by reference; returns the row labels.
+
+    With `references` ({reference id: video path}), each group starts with the reference's own
+    frames at the videos' size. `scale` 0 enlarges frames to about 64 px high.
+    """
+    out = Path(out)
+    transfers = read_table(out, "transfers")
+    transfers = transfers[transfers.status == "ok"].drop_duplicates("transfer_key")
+    transfers = transfers.sort_values(["reference_id", "target_id", "seed"])
+    if transfers.empty:
+        raise InputError(out, "no finished transfers in the catalog")
+    rows, labels = [], []
+    for reference_id, group in transfers.groupby("reference_id", sort=True):
+        videos = [read_frames(out / p) for p in group.video_path[:limit]]
+        if references and reference_id in references:
+            f, h, w = videos[0].shape[:3]
+            rows.append(signed_to_uint8(read_video(references[reference_id], f, h, w)))
+            labels.append(f"{reference_id} (reference)")
+        rows += videos
+        labels += [f"{reference_id} -> {t} (seed {s})" for t, s in zip(group.target_id, group.seed)]
+    save_contact_sheet(rows[:limit], png, scale=scale or max(1, 64 // rows[0].shape[1]))
+    return labels[:limit]
+
+
+__all__ = ["save_contact_sheet", "run_contact_sheet"]

@@ -1,0 +1,97 @@
+"""What a bulk run reports: per-stage results and the typed run summary (`mt run --json` prints it).
+
+Light (no Ray, no Prefect, no torch) so tests and benchmarks read summaries without the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StageResult:
+    """What one stage (invert or transfer) did."""
+
+    computed: int = 0
+    """Items done successfully in this run."""
+    failed: int = 0
+    """Rows that failed in this run."""
+    ok_keys: set[str] = field(default_factory=set)
+    """Keys available after the stage: computed now or cached before."""
+    failed_keys: dict[str, str] = field(default_factory=dict)
+    """Key -> one-line error, for items that failed in this run."""
+    errors: list[str] = field(default_factory=list)
+    """The errors of failed rows, in the order they happened."""
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One model worker of the run, as it reported itself at the end."""
+
+    worker: str
+    """"host/node-<ray node id[:8]>/pid-<pid>"."""
+    model_loads: int
+    """Times this worker process loaded the model (1 when the model stayed resident)."""
+    items: int
+    """Inversions plus transfers it served."""
+    device: str
+    """torch device it ran on."""
+    model_id: str
+    """Identity of the model it holds."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcome of one bulk run; its first fields are the run's row in catalog/runs."""
+
+    run_id: str
+    """The Prefect flow-run id."""
+    manifest_path: str
+    manifest_sha256: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    inversions_computed: int
+    inversions_cached: int
+    transfers_computed: int
+    transfers_cached: int
+    failed: int
+    """Inversions plus transfers that failed in this run."""
+    wall_seconds: float
+    """Wall time of the flow body."""
+    out: str
+    """The output root, absolute."""
+    workers: list[WorkerStats]
+    """Model workers the run started (empty when everything was cached: Ray never started)."""
+    errors: list[str]
+    """The first 20 errors of failed rows."""
+
+    @property
+    def catalogs(self) -> str:
+        return str(Path(self.out) / "catalog")
+
+    def catalog_row(self) -> dict[str, Any]:
+        """The run's row for catalog/runs (mtcore.catalog.RUNS)."""
+        names = ("run_id", "manifest_path", "manifest_sha256", "started_at", "finished_at", "inversions_computed",
+                 "inversions_cached", "transfers_computed", "transfers_cached", "failed")
+        return {name: getattr(self, name) for name in names}
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: timestamps as ISO 8601 strings, workers as dicts."""
+        data = dataclasses.asdict(self)
+        data["started_at"], data["finished_at"] = self.started_at.isoformat(), self.finished_at.isoformat()
+        data["catalogs"] = self.catalogs
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunSummary":
+        """Inverse of `to_json` (extra keys such as "catalogs" are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["started_at"] = dt.datetime.fromisoformat(data["started_at"])
+        values["finished_at"] = dt.datetime.fromisoformat(data["finished_at"])
+        values["workers"] = [WorkerStats(**w) for w in data["workers"]]
+        return cls(**values)
