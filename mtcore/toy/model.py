@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
+from diffusers import StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
@@ -131,17 +132,29 @@ class PixelShuffleVAE(ModelMixin, ConfigMixin):
         return self.decode(self.encode(sample).latent_dist.mode(), num_frames=num_frames)
 
 
-def build_toy_pipeline(seed: int = 0, size: int = 16, frames: int = 8, token_dim: int = 32) -> StableVideoDiffusionPipeline:
-    """A fresh (untrained) toy pipeline: ToyUNet + PixelShuffleVAE + zero-projection CLIP + SVD's scheduler."""
+def build_toy_pipeline(seed: int = 0, size: int = 16, frames: int = 8, token_dim: int = 32, factor: int = 2,
+                       block_out_channels: tuple[int, ...] = (32, 64), num_attention_heads: tuple[int, ...] = (2, 4),
+                       circular_padding: bool = True) -> StableVideoDiffusionPipeline:
+    """A fresh (untrained) toy pipeline: ToyUNet + PixelShuffleVAE + zero-projection CLIP + SVD's scheduler.
+
+    The defaults are the original 16-px model; the built-in 32-px model uses factor 4 (a 32 x 32 x 3
+    frame is an 8 x 8 x 48 latent), channels (64, 96), heads (4, 6) and zero padding (see
+    mtcore.toy.train.ToyTrainConfig).
+    """
     torch.manual_seed(seed)
-    unet = ToyUNet(sample_size=size // 2, cross_attention_dim=token_dim, num_frames=frames)
+    latent_channels = 3 * factor**2
+    unet = ToyUNet(sample_size=size // factor, in_channels=2 * latent_channels, out_channels=latent_channels,
+                   block_out_channels=tuple(block_out_channels), num_attention_heads=tuple(num_attention_heads),
+                   cross_attention_dim=token_dim, num_frames=frames, circular_padding=circular_padding)
     clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=32, projection_dim=token_dim, num_hidden_layers=1, num_attention_heads=4,
         image_size=224, patch_size=32, intermediate_size=64,
     ))
     with torch.no_grad():
-        clip.visual_projection.weight.zero_()  # image embedding == SVD's unconditional zero embedding
+        clip.visual_projection.weight.zero_()  # image embedding == SVD's unconditional embedding
+    levels = int(round(np.log2(factor))) + 1  # the pipeline reads its scale factor as 2 ** (levels - 1)
+    vae = PixelShuffleVAE(factor=factor, latent_channels=latent_channels, block_out_channels=(latent_channels,) * levels)
     return StableVideoDiffusionPipeline(
-        vae=PixelShuffleVAE(), image_encoder=clip, unet=unet, scheduler=svd_scheduler(),
+        vae=vae, image_encoder=clip, unet=unet, scheduler=svd_scheduler(),
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )

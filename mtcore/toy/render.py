@@ -10,6 +10,7 @@ import numpy as np
 
 from mtcore.toy.world import Appearance, Clip, Motion, WorldConfig, wrap
 
+
 def _background_field(appearance: Appearance, x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
     """Mixing weight in [0, 1] of the second background colour at scene points (x, y); periodic in size."""
     if appearance.background == "flat":

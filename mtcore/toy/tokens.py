@@ -61,3 +61,46 @@ def _offset_features(offsets: np.ndarray, size: int) -> np.ndarray:
     phase = 2 * np.pi * offsets / size
     parts = [offsets / size] + [f(k * phase) for k in (1, 2) for f in (np.sin, lambda a: np.cos(a) - 1)]
     return np.concatenate(parts, axis=1)
+
+
+# Layout of a scene token (`scene_tokens`, the built-in 32-px model's motion input).
+SCENE_KINDS = ("translate", "orbit", "zigzag", "bounce", "pan", "zoom")  # = mtcore.toy.scenes.KINDS
+SCENE_KIND_COLUMN = STEP_FEATURES + 1
+SCENE_OFFSET_COLUMN = SCENE_KIND_COLUMN + len(SCENE_KINDS)
+ZOOM_COLUMN = SCENE_OFFSET_COLUMN + OFFSET_FEATURES  # per-frame log zoom step, then cumulative log zoom
+WRAP_COLUMN = ZOOM_COLUMN + 2
+SCENE_FEATURES = WRAP_COLUMN + 1
+
+
+def scene_tokens(displacements: np.ndarray, log_zoom: np.ndarray, kind_index: int, wraps: bool, size: int,
+                 dim: int = 32) -> np.ndarray:
+    """(F + 1, dim) float32 motion description of a scene (mtcore.toy.scenes): a fixed feature map.
+
+    As `motion_tokens`, with displacements measured in 16-px units (d * 16 / S, so a 32-px scene's
+    features match the original world's scale) and three more things: the kind one-hot covers the
+    six scene kinds (SCENE_KINDS), frame rows carry 10 x the log zoom step into the frame and 5 x the
+    cumulative log zoom, and the temporal row carries the mean log zoom step (x 10) and a wrap flag.
+    Columns: 0-4 step features, 5 role, 6-11 kind, 12-21 cumulative offset, 22-23 zoom, 24 wrap,
+    zeros up to dim. The frame rows of a still clip (no motion, no zoom) are all zeros.
+    """
+    d = np.asarray(displacements, dtype=np.float64) * 16.0 / size
+    z = np.asarray(log_zoom, dtype=np.float64)
+    if d.ndim != 2 or d.shape[1] != 2 or z.shape != (len(d),):
+        raise InputError("displacements", f"must have shape (F-1, 2) with log_zoom (F-1,), got {d.shape}, {z.shape}")
+    if not 0 <= kind_index < len(SCENE_KINDS):
+        raise InputError("kind_index", f"must be in [0, {len(SCENE_KINDS)}), got {kind_index}")
+    if dim < SCENE_FEATURES:
+        raise InputError("dim", f"must be >= {SCENE_FEATURES}, got {dim}")
+    steps = np.concatenate([np.zeros((1, 2)), d])  # (F, 2): row 0 = no previous frame
+    zooms = np.concatenate([[0.0], z])  # (F,)
+    tokens = np.zeros((len(steps) + 1, dim))
+    tokens[:-1, :STEP_FEATURES] = _step_features(steps)
+    tokens[:-1, SCENE_OFFSET_COLUMN : SCENE_OFFSET_COLUMN + OFFSET_FEATURES] = _offset_features(np.cumsum(steps, 0), 16)
+    tokens[:-1, ZOOM_COLUMN] = 10 * zooms
+    tokens[:-1, ZOOM_COLUMN + 1] = 5 * np.cumsum(zooms)
+    tokens[-1, :STEP_FEATURES] = _step_features(d.mean(axis=0) if len(d) else np.zeros(2))
+    tokens[-1, ROLE_COLUMN] = 1.0
+    tokens[-1, SCENE_KIND_COLUMN + kind_index] = 1.0
+    tokens[-1, ZOOM_COLUMN] = 10 * z.mean() if len(z) else 0.0
+    tokens[-1, WRAP_COLUMN] = float(wraps)
+    return tokens.astype(np.float32)

@@ -88,3 +88,70 @@ def trajectory_metrics(pred_positions: np.ndarray, true_displacements: np.ndarra
         "speed_ratio": float(np.linalg.norm(pred, axis=1).mean() / true_speed) if true_speed > 0 else float("nan"),
         "steps": int(ok.sum()),
     }
+
+
+def track_template(frames: np.ndarray, patch: np.ndarray, mask: np.ndarray, wraps: bool) -> np.ndarray:
+    """(F, 2) unwrapped centre (x, y) of a sprite in every frame, by masked template matching.
+
+    `patch` (k, k, 3) and `mask` (k, k) are the sprite's look at frame 0 (its colours or photo
+    texture: works for sprites a colour tracker cannot find). Each frame is searched whole (wrapped
+    around the edges when `wraps`), the best masked squared difference refined to sub-pixel by a
+    parabola through its neighbours. Positions are those of the patch centre pixel, so per-step
+    displacements are exact while the absolute offset is within a pixel.
+    """
+    import cv2
+
+    frames = np.asarray(frames, dtype=np.float32)
+    k = patch.shape[0]
+    template = np.ascontiguousarray(patch, dtype=np.float32)
+    weights = np.repeat(mask.astype(np.float32)[..., None], 3, axis=2)
+    out = np.zeros((len(frames), 2))
+    for t, frame in enumerate(frames):
+        pad = k // 2
+        border = cv2.BORDER_WRAP if wraps else cv2.BORDER_REPLICATE
+        image = cv2.copyMakeBorder(frame, pad, pad, pad, pad, border)
+        cost = cv2.matchTemplate(image, template, cv2.TM_SQDIFF, mask=weights)  # (S, S): centre at each pixel
+        y, x = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        out[t] = (x + 0.5 + _parabola(cost, y, x, axis=1, wraps=wraps), y + 0.5 + _parabola(cost, y, x, axis=0, wraps=wraps))
+    if not wraps:
+        return out
+    size = np.array(frames.shape[2:0:-1], dtype=np.float64)  # (W, H)
+    return _unwrap(out, size)
+
+
+def _parabola(cost: np.ndarray, y: int, x: int, axis: int, wraps: bool) -> float:
+    """Sub-pixel offset of the minimum along one axis from the costs at -1, 0, +1 (0 at an edge)."""
+    n = cost.shape[axis]
+    i = x if axis == 1 else y
+    if not wraps and (i == 0 or i == n - 1):
+        return 0.0
+    at = (lambda j: cost[y, j % n]) if axis == 1 else (lambda j: cost[j % n, x])
+    a, b, c = float(at(i - 1)), float(at(i)), float(at(i + 1))
+    denom = a - 2 * b + c
+    return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5)) if denom > 1e-9 else 0.0
+
+
+def camera_motion(frames: np.ndarray, upscale: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-view motion between consecutive frames: ((F-1, 2) shifts in px, (F-1,) log zoom steps).
+
+    Shifts by phase correlation of whole frames (OpenCV, Hann window); zoom as the scale of the best
+    similarity fit to dense Farneback flow (divergence of the flow about its centroid).
+    """
+    import cv2
+
+    gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY).astype(np.float32) for f in frames]
+    h, w = gray[0].shape
+    window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    shifts, zooms = [], []
+    big = [cv2.resize(g, (w * upscale, h * upscale), interpolation=cv2.INTER_CUBIC) for g in gray]
+    ys, xs = np.mgrid[0:h * upscale, 0:w * upscale].astype(np.float64)
+    xs, ys = xs - xs.mean(), ys - ys.mean()
+    for a, b, big_a, big_b in zip(gray, gray[1:], big, big[1:]):
+        (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
+        shifts.append((dx, dy))
+        flow = cv2.calcOpticalFlowFarneback(np.clip(big_a, 0, 255).astype(np.uint8), np.clip(big_b, 0, 255).astype(np.uint8),
+                                            None, 0.5, 3, 15, 3, 5, 1.2, 0).astype(np.float64)
+        fx, fy = flow[..., 0] - flow[..., 0].mean(), flow[..., 1] - flow[..., 1].mean()
+        scale = (xs * fx + ys * fy).sum() / (xs**2 + ys**2).sum()
+        zooms.append(np.log1p(scale))
+    return np.array(shifts), np.array(zooms)

@@ -33,33 +33,43 @@ from mtcore.frames import uint8_to_signed
 from mtcore.inversion import edm_denoise, weighted_loss
 from mtcore.models import SVDModel
 from mtcore.routing import MotionRouting
+from mtcore.toy import photos
 from mtcore.toy.model import build_toy_pipeline
-from mtcore.toy.sampling import sample_clip
-from mtcore.toy.tokens import motion_tokens
-from mtcore.toy.world import WorldConfig
+from mtcore.toy.scenes import SceneConfig, sample_scene
+from mtcore.toy.tokens import scene_tokens
 
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
     """Recipe of the toy model (defaults = how the shipped weights were made)."""
 
-    size: int = 16
-    """Frame side in pixels (latent side = size / 2)."""
+    size: int = 32
+    """Frame side in pixels."""
     frames: int = 8
     """Frames per clip, F."""
+    factor: int = 4
+    """PixelShuffleVAE factor: a (3, S, S) frame is a (3 * factor^2, S / factor, S / factor) latent."""
+    block_out_channels: tuple[int, ...] = (64, 96)
+    """UNet channels per level."""
+    num_attention_heads: tuple[int, ...] = (4, 6)
+    """UNet attention heads per level (16 channels each)."""
+    circular_padding: bool = False
+    """Circular 2-D padding (the original wrap-around world) or zeros (photos do not wrap)."""
     token_dim: int = 32
     """Width D of the motion tokens and of cross-attention."""
+    family_weights: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    """Share of toy, photo_sprite and camera scenes (mtcore.toy.scenes)."""
     batch_size: int = 16
     """Clips per step."""
-    lr: float = 2e-3
+    lr: float = 1e-3
     """AdamW learning rate after warm-up."""
-    warmup_steps: int = 200
+    warmup_steps: int = 300
     """Linear learning-rate warm-up."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
     """Gradient-norm clip."""
-    ema_decay: float = 0.995
+    ema_decay: float = 0.998
     """Weight EMA decay (the EMA weights are the ones shipped)."""
     null_dropout: float = 0.1
     """Probability that a clip's motion tokens are replaced by the zero (unconditional) embedding."""
@@ -85,19 +95,21 @@ class ToyTrainConfig:
     """Seed of the initial weights and of every step's data and noise."""
 
 
-def world_config(cfg: ToyTrainConfig) -> WorldConfig:
-    return WorldConfig(size=cfg.size, frames=cfg.frames)
+def scene_config(cfg: ToyTrainConfig, held_out: bool = False) -> SceneConfig:
+    """The scenes training draws (training photos), or the same mix on held-out photos."""
+    return SceneConfig(size=cfg.size, frames=cfg.frames, family_weights=cfg.family_weights,
+                       photos=photos.HELD_OUT if held_out else photos.TRAIN)
 
 
-def clip_batch(cfg: ToyTrainConfig, rng: np.random.Generator, n: int):
-    """(n, F, 3, S, S) frames in [-1, 1], (n, F+1, D) motion tokens, and the clips."""
-    wcfg = world_config(cfg)
-    clips = [sample_clip(rng, wcfg) for _ in range(n)]
-    frames = torch.stack([uint8_to_signed(c.frames) for c in clips])  # (n, F, 3, S, S)
+def scene_batch(cfg: ToyTrainConfig, rng: np.random.Generator, n: int, held_out: bool = False):
+    """(n, F, 3, S, S) frames in [-1, 1], (n, F+1, D) motion tokens, and the scenes."""
+    scfg = scene_config(cfg, held_out)
+    scenes = [sample_scene(rng, scfg) for _ in range(n)]
+    frames = torch.stack([uint8_to_signed(s.frames) for s in scenes])  # (n, F, 3, S, S)
     tokens = torch.from_numpy(np.stack([
-        motion_tokens(c.displacements, c.kind_index, cfg.token_dim, cfg.size) for c in clips
+        scene_tokens(s.displacements, s.log_zoom, s.kind_index, s.wrap, cfg.size, cfg.token_dim) for s in scenes
     ]))
-    return frames, tokens, clips
+    return frames, tokens, scenes
 
 
 class Trainer:
@@ -106,7 +118,10 @@ class Trainer:
     def __init__(self, cfg: ToyTrainConfig, workdir: str | Path):
         self.cfg = cfg
         self.dir = Path(workdir)
-        self.pipe = build_toy_pipeline(seed=cfg.seed, size=cfg.size, frames=cfg.frames, token_dim=cfg.token_dim)
+        self.pipe = build_toy_pipeline(seed=cfg.seed, size=cfg.size, frames=cfg.frames, token_dim=cfg.token_dim,
+                                       factor=cfg.factor, block_out_channels=cfg.block_out_channels,
+                                       num_attention_heads=cfg.num_attention_heads,
+                                       circular_padding=cfg.circular_padding)
         self.unet = self.pipe.unet
         self.unet.train()
         self.ema = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
@@ -116,7 +131,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []  # {"step", "loss", "seconds"} per step, evals interleaved
         self.ids = self._time_ids(cfg.batch_size)
-        self.eval_frames, self.eval_tokens, _ = clip_batch(cfg, np.random.default_rng([cfg.seed, 10**9]), 32)
+        # a fixed held-out batch (held-out photos, its own seed) for the loss gap
+        self.eval_frames, self.eval_tokens, _ = scene_batch(cfg, np.random.default_rng([cfg.seed, 10**9]), 32, True)
         if (self.dir / "state.json").is_file():
             self.load()
 
@@ -143,11 +159,16 @@ class Trainer:
             d = edm_denoise(self.model, x0 + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, tokens, ids)
         return weighted_loss(d, x0, sigma)
 
-    def train_step(self) -> float:
+    def batch_for(self, step: int):
+        """The scenes of a step: (frames, tokens), a pure function of (seed, step)."""
+        frames, tokens, _ = scene_batch(self.cfg, np.random.default_rng([self.cfg.seed, step]), self.cfg.batch_size)
+        return frames, tokens
+
+    def train_step(self, batch=None) -> float:
+        """One optimisation step on `batch` (default: `batch_for(self.step)`); its loss."""
         c = self.cfg
-        rng = np.random.default_rng([c.seed, self.step])
         g = torch.Generator().manual_seed(c.seed * 1_000_003 + self.step)
-        frames, tokens, _ = clip_batch(c, rng, c.batch_size)
+        frames, tokens = batch if batch is not None else self.batch_for(self.step)
         keep = (torch.rand(c.batch_size, generator=g) >= c.null_dropout).float().view(-1, 1, 1)
         tokens = tokens * keep  # dropped clips get SVD's zero embedding
         sigma = self._draws(g, c.batch_size)
@@ -238,7 +259,7 @@ class Trainer:
 
     def load(self) -> None:
         state = json.loads((self.dir / "state.json").read_text())
-        if state["config"] != asdict(self.cfg):
+        if state["config"] != json.loads(json.dumps(asdict(self.cfg))):  # tuples come back from JSON as lists
             raise ValueError(f"{self.dir}: checkpoint was made with another config; use another folder")
         self.unet.load_state_dict(load_file(str(self.dir / "live.safetensors")))
         self.ema = load_file(str(self.dir / "ema.safetensors"))
