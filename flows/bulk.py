@@ -1,8 +1,10 @@
-"""The bulk-run flow: manifest -> plan -> inversions -> transfers -> catalogs. It only orchestrates.
+"""The bulk-run flow: manifest -> plan -> per model: inversions, transfers, metrics -> catalogs.
 
-Prefect runs on its ephemeral local API unless PREFECT_API_URL points at a server. Ray starts
-locally unless `ray_address` is given, and only when the first item needs a worker: a run where
-everything is cached never starts it.
+It only orchestrates. Prefect runs on its ephemeral local API unless PREFECT_API_URL points at a
+server. Ray starts locally unless `ray_address` is given, and only when the first item needs a
+worker: a run where everything is cached never starts it. A sweep over several models runs them
+one after the other, each with its own pool of workers holding that model (one pool at a time:
+a worker holds one multi-GB model, and the next model's items start when the last one's end).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.pool import PoolConfig, WorkerPool
-from tasks.results import RunSummary
-from tasks.stages import invert_stage, plan_stage, record_run, transfer_stage
+from mtcore.fileio import check_output_root
+from tasks.claims import Claims
+from tasks.pool import PoolConfig, RaySession, WorkerPool
+from tasks.results import RunSummary, StageResult
+from tasks.stages import invert_stage, metrics_stage, plan_stage, record_run, transfer_stage
 
 FLOW_NAME = "bulk-run"
 
@@ -32,17 +36,28 @@ def bulk_run(
     batch_size: int = 4,
     device: str | None = None,
     dtype: str | None = None,
+    min_free_mb: float = 256.0,
 ) -> RunSummary:
-    """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary."""
+    """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
+
+    Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
+    item is computed twice and each finishes what the others leave.
+    """
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc)
-    out = str(Path(out).resolve())
-    plan = plan_stage(manifest, out)
-    pool_config = PoolConfig(ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                             device=device, dtype=dtype)
-    with WorkerPool(plan.model, plan.revision, out, pool_config) as pool:
-        inversions = invert_stage(pool, plan, out)
-        transfers = transfer_stage(pool, plan, out, inversions, batch_size)
-        worker_stats = pool.stats()
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    return record_run(run_id, plan, inversions, transfers, started, time.perf_counter() - t0, out, worker_stats)
+    out = str(check_output_root(Path(out).resolve(), int(min_free_mb * 2**20)))
+    plan = plan_stage(manifest, out)
+    pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype)
+    inversions, transfers, measured, worker_stats = StageResult(), StageResult(), StageResult(), []
+    with RaySession(ray_address) as session, Claims(out, run_id) as claims:
+        for model in plan.models:
+            part = plan.for_model(model)
+            with WorkerPool(session, model.model, model.revision, out, pool_config) as pool:
+                inverted = invert_stage(pool, part, out, run_id, claims)
+                transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
+                measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
+                inversions = inversions.merge(inverted)
+                worker_stats += pool.stats()
+    return record_run(run_id, plan, inversions, transfers, measured, started, time.perf_counter() - t0, out,
+                      worker_stats)

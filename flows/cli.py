@@ -21,7 +21,8 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from flows.cli_toy import toy_app  # noqa: E402  (after the environment above)
+from flows import cli_eval  # noqa: E402  (after the environment above)
+from flows.cli_toy import toy_app  # noqa: E402
 from flows.console import guarded, print_summary, progress_bar  # noqa: E402
 
 app = typer.Typer(
@@ -31,6 +32,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(toy_app, name="toy")
+app.command("metrics")(cli_eval.metrics)
+app.command("evaluate")(cli_eval.evaluate)
+app.command("report")(cli_eval.report)
 
 MODEL_HELP = "SVD pipeline: a local diffusers folder or a hub id. Default: the project's built-in CPU model."
 
@@ -176,19 +180,23 @@ def run(
     device: Optional[str] = typer.Option(None, help="torch device in workers (default: cuda if visible, else cpu)."),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON object on stdout."),
+    min_free_mb: float = typer.Option(256.0, help="Refuse to start when OUT has less free space than this (MiB)."),
 ) -> None:
     """Run a manifest as one Prefect flow: invert missing embeddings, transfer missing pairs, write catalogs.
 
     Only what the store lacks is computed; a re-run of the same manifest computes nothing new.
     Exit status 1 when any row failed (see the summary and catalog error columns).
     """
+    from mtcore.fileio import check_output_root
     from mtcore.manifest import load_manifest
 
-    load_manifest(manifest)  # refuse a broken manifest before starting Prefect or Ray
+    # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
+    load_manifest(manifest)
+    check_output_root(out, int(min_free_mb * 2**20))
     from flows.bulk import bulk_run
 
     summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                       workers=workers, batch_size=batch_size, device=device, dtype=dtype)
+                       workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb)
     print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)

@@ -70,6 +70,7 @@ def print_summary(summary, as_json: bool = False) -> None:
     typer.echo(f"  transfers:  {summary.transfers_computed} computed, {summary.transfers_cached} cached")
     colour = typer.colors.RED if summary.failed else None
     typer.secho(f"  failed:     {summary.failed}", fg=colour)
+    typer.echo(f"  measured:   {summary.metrics_computed} transfers (catalog/metrics)")
     for error in summary.errors[:5]:
         typer.secho(f"    - {error}", fg=colour)
     for w in summary.workers:

@@ -44,6 +44,10 @@ EMBEDDINGS = pa.schema([
     _f("seconds", pa.float64()),  # wall time of the inversion
     _f("worker", pa.string()),  # host/actor that ran it
     _f("created_at", _TS),
+    _f("run_id", pa.string(), True),  # the run that made the row
+    _f("model", pa.string(), True),  # the model as the manifest names it (folder or hub id)
+    _f("inversion_config", pa.string(), True),  # the InversionConfig, canonical JSON
+    _f("reference_path", pa.string(), True),  # the reference video, as planned
 ])
 """One row per inversion attempt (ok or failed)."""
 
@@ -61,8 +65,37 @@ TRANSFERS = pa.schema([
     _f("seconds", pa.float64()),
     _f("worker", pa.string()),
     _f("created_at", _TS),
+    _f("run_id", pa.string(), True),
+    _f("model", pa.string(), True),
+    _f("inversion_config", pa.string(), True),
+    _f("transfer_config", pa.string(), True),  # the TransferConfig, canonical JSON
+    _f("reference_path", pa.string(), True),
+    _f("target_path", pa.string(), True),
 ])
 """One row per transfer attempt (ok or failed)."""
+
+METRICS = pa.schema([
+    _f("transfer_key", pa.string()),  # joins catalog/transfers
+    _f("metrics_version", pa.string()),  # mtcore.metrics.METRICS_VERSION
+    _f("motion_fidelity", pa.float64()),  # symmetric, in [-1, 1]; 1 both still, 0 one still
+    _f("motion_fidelity_output_to_reference", pa.float64(), True),  # null when a video is still
+    _f("motion_fidelity_reference_to_output", pa.float64(), True),
+    _f("moving_tracks_output", pa.int32()),
+    _f("moving_tracks_reference", pa.int32()),
+    _f("psnr_first", pa.float64(), True),  # dB, capped at 100; first frame vs target
+    _f("ssim_first", pa.float64(), True),
+    _f("clip_first", pa.float64(), True),  # null with clip_note when the encoder cannot say
+    _f("clip_avg", pa.float64(), True),
+    _f("clip_note", pa.string(), True),
+    _f("warp_error", pa.float64()),  # mean |frame - next frame warped back|, in [0, 1]
+    _f("frame_change", pa.float64()),  # mean |next frame - frame|, in [0, 1]
+    _f("tracker", pa.string()),  # point tracker of motion fidelity
+    _f("seconds", pa.float64()),
+    _f("worker", pa.string()),
+    _f("created_at", _TS),
+    _f("run_id", pa.string(), True),
+])
+"""One row per (transfer, metrics version) measured: mtcore.metrics.compute_metrics."""
 
 RUNS = pa.schema([
     _f("run_id", pa.string()),
@@ -75,10 +108,15 @@ RUNS = pa.schema([
     _f("transfers_computed", pa.int64()),
     _f("transfers_cached", pa.int64()),
     _f("failed", pa.int64()),  # inversions + transfers that failed
+    _f("metrics_computed", pa.int64(), True),
 ])
 """One row per finished bulk run."""
 
-SCHEMAS: dict[str, pa.Schema] = {"embeddings": EMBEDDINGS, "transfers": TRANSFERS, "runs": RUNS}
+SCHEMAS: dict[str, pa.Schema] = {"embeddings": EMBEDDINGS, "transfers": TRANSFERS, "runs": RUNS, "metrics": METRICS}
+# Columns added after the first release: nullable, older part files read them as null, and a row may omit them.
+ADDED_COLUMNS = {"embeddings": {"run_id", "model", "inversion_config", "reference_path"},
+                 "transfers": {"run_id", "model", "inversion_config", "transfer_config", "reference_path", "target_path"},
+                 "runs": {"metrics_computed"}, "metrics": set()}
 _KEY_COLUMN = {"embeddings": "embedding_key", "transfers": "transfer_key"}
 _ARTIFACT_COLUMN = {"embeddings": "path", "transfers": "video_path"}
 # Artifacts are stored per catalog table: (folder under OUT/store, file suffix).
@@ -113,14 +151,14 @@ def _schema(table: str) -> pa.Schema:
 
 def _check_row(table: str, schema: pa.Schema, i: int, row: dict[str, Any]) -> None:
     where = f"{table} row {i}"
-    missing = [n for n in schema.names if n not in row]
+    missing = [n for n in schema.names if n not in row and n not in ADDED_COLUMNS[table]]
     extra = [n for n in row if n not in schema.names]
     if missing:
         raise ValueError(f"{where}: missing column(s) {', '.join(missing)}")
     if extra:
         raise ValueError(f"{where}: unknown column(s) {', '.join(extra)}")
     for field in schema:
-        value = row[field.name]
+        value = row.get(field.name)
         if value is None and not field.nullable:
             raise ValueError(f"{where}: column {field.name} must not be null")
         if isinstance(value, dt.datetime) and value.tzinfo is None:
@@ -150,6 +188,7 @@ def append_rows(out: str | os.PathLike, table: str, rows: list[dict[str, Any]]) 
         return None
     for i, row in enumerate(rows):
         _check_row(table, schema, i, row)
+    rows = [{name: row.get(name) for name in schema.names} for row in rows]
     try:
         data = pa.Table.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -177,6 +216,15 @@ def read_table(out: str | os.PathLike, table: str) -> pd.DataFrame:
     return data.to_pandas()
 
 
+def metric_keys(out: str | os.PathLike, version: str) -> set[str]:
+    """Transfer keys that have a metrics row of this metrics version."""
+    dataset = _dataset(out, "metrics")
+    if dataset is None:
+        return set()
+    keys = dataset.to_table(columns=["transfer_key"], filter=ds.field("metrics_version") == version)
+    return set(keys.column("transfer_key").to_pylist())
+
+
 def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
     """Cache keys with at least one row of status ok ("embeddings" or "transfers").
 
@@ -196,7 +244,9 @@ __all__ = [
     "EMBEDDINGS",
     "TRANSFERS",
     "RUNS",
+    "METRICS",
     "SCHEMAS",
+    "metric_keys",
     "store_relpath",
     "store_path",
     "append_rows",

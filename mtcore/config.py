@@ -8,6 +8,7 @@ built from `asdict(config)` covers every knob that changes an artifact.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -208,6 +209,11 @@ def config_to_dict(cfg: InversionConfig | TransferConfig) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
+def config_json(cfg: InversionConfig | TransferConfig) -> str:
+    """A config as canonical JSON (the catalogs' inversion_config / transfer_config columns)."""
+    return json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+
+
 __all__ = [
     "InversionConfig",
     "TransferConfig",
@@ -216,5 +222,6 @@ __all__ = [
     "range_problems",
     "resolve",
     "config_to_dict",
+    "config_json",
     "validate_config",
 ]

@@ -122,6 +122,11 @@ def load_embedding(
     if meta.get("format") != FORMAT or TENSOR_NAME not in tensors:
         raise InputError(p, "not a motion embedding file (missing format metadata or tensor)")
     tokens = tensors[TENSOR_NAME]
+    if tokens.dtype != torch.float32:
+        raise InputError(p, f"corrupt embedding: tensor is {str(tokens.dtype).removeprefix('torch.')}, "
+                            "motion embeddings are float32")
+    if not torch.isfinite(tokens).all():
+        raise InputError(p, "corrupt embedding: it holds NaN or infinite values")
     emb = MotionEmbedding(
         tokens=tokens,
         model_id=meta.get("model_id", ""),

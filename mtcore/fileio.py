@@ -1,25 +1,42 @@
 """Writing files so that a crash never leaves a half-written one: write aside, then rename.
 
-Every artifact (embedding, video), catalog part and checkpoint goes through `atomic_write`.
+Every artifact (embedding, video), catalog part and checkpoint goes through `atomic_write`. The
+temporary name says which process wrote it (`.<stem>.tmp-<host>-<pid>-<uuid8><suffix>`), so the
+leftovers of a killed process can be told from files another live process is writing
+(`remove_stale_temporaries`). `check_output_root` refuses an output folder that cannot be written
+or is nearly full before any work starts.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+from mtcore.errors import InputError
+
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())
+_TMP_RE = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.[^.]*)?$")
+FOREIGN_TMP_AGE = 24 * 3600.0
+"""A temporary file written by another host is removed once it is this old (seconds)."""
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffix: str | None = None) -> Path:
     """Call write_fn(tmp) on a hidden sibling file, then rename it to `path` (atomic on POSIX).
 
-    The tmp name is `.<stem>.tmp-<uuid><suffix>`, suffix defaulting to path's own (ffmpeg picks the
-    container from it). On any exception the tmp file is removed and the exception re-raised.
+    The tmp name is `.<stem>.tmp-<host>-<pid>-<uuid8><suffix>`, suffix defaulting to path's own
+    (ffmpeg picks the container from it). On any exception the tmp file is removed and the
+    exception re-raised.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex}{path.suffix if suffix is None else suffix}")
+    tag = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.stem}.tmp-{tag}{path.suffix if suffix is None else suffix}")
     try:
         write_fn(tmp)
         os.replace(tmp, path)
@@ -34,4 +51,60 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-__all__ = ["atomic_write", "write_text"]
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files under `root` that no live process is writing; returns them.
+
+    A tmp file is stale when the process that named it (this host, its pid) is gone, or when it
+    came from another host and is older than FOREIGN_TMP_AGE.
+    """
+    removed = []
+    for path in Path(root).rglob(".*.tmp-*"):
+        match = _TMP_RE.match(path.name)
+        if not match or not path.is_file():
+            continue
+        if match["host"] == _HOST:
+            stale = not _alive(int(match["pid"]))
+        else:
+            try:
+                stale = time.time() - path.stat().st_mtime > FOREIGN_TMP_AGE
+            except FileNotFoundError:
+                continue
+        if stale:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> Path:
+    """Make sure `out` can take a run's files: it is (or can be made) a folder, a file can be written and
+    renamed in it, and it has at least `min_free_bytes` free. InputError names the folder and why."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(out, "exists and is not a folder") from None
+    except OSError as exc:
+        raise InputError(out, f"cannot be created ({exc.strerror or exc})") from None
+    try:
+        probe = atomic_write(out / ".write-probe", lambda tmp: tmp.write_bytes(b"ok"))
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(out, f"cannot be written ({exc.strerror or exc})") from None
+    free = shutil.disk_usage(out).free
+    if free < min_free_bytes:
+        raise InputError(out, f"only {free / 2**20:.0f} MiB free, at least {min_free_bytes / 2**20:.0f} MiB needed "
+                              "(--min-free-mb)")
+    return out
+
+
+__all__ = ["atomic_write", "write_text", "remove_stale_temporaries", "check_output_root"]

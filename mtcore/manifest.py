@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtcore.config import InversionConfig, TransferConfig, parse_config
 from mtcore.errors import InputError, ProblemsError, did_you_mean
 from mtcore.identity import local_candidate, locate_model
+from mtcore.yamlio import parse_yaml
 
 # Ids end up in file names and log lines: no leading dot or dash, no separators.
 _ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_TOP_KEYS = ("name", "model", "revision", "allow_outside", "references", "targets", "pairs", "seeds",
-             "inversion", "transfer")
+_TOP_KEYS = ("name", "model", "models", "revision", "allow_outside", "references", "targets", "pairs", "seeds",
+             "inversion", "transfer", "metrics")
 _MAX_SEED = 2**63  # seeds are int64 in the transfers catalog
 
 
@@ -39,20 +38,33 @@ class Item:
     """Position in its list (references or targets) in the manifest."""
 
 
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model of the manifest."""
+
+    model: str | None
+    """Absolute folder (local model) or hub id; None = the caller's default model."""
+    is_local: bool
+    """True when `model` is a local folder."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); None for local models or the default branch."""
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest; `pairs` are expanded, every path absolute."""
+    """A validated manifest; `pairs` are expanded, every path absolute.
+
+    A sweep lists several models (`models:`) and/or several inversion or transfer configs (a list
+    under `inversion:` / `transfer:`): every combination is planned under its own keys.
+    """
 
     path: Path
     """The manifest file, absolute."""
     name: str
     """`name:` or the file stem."""
-    model: str | None
-    """Absolute folder (local model) or hub id; None = the caller's default model."""
-    model_is_local: bool
-    """True when `model` is a local folder."""
-    revision: str | None
-    """Hub revision (branch, tag or commit); None for local models or the default branch."""
+    models: tuple[ModelRef, ...]
+    """The models, in manifest order (one: `model:` or the default)."""
     references: tuple[Item, ...]
     """Reference videos, in manifest order."""
     targets: tuple[Item, ...]
@@ -61,45 +73,41 @@ class Manifest:
     """(reference id, target id) in manifest order; `cross` = every reference x every target."""
     seeds: tuple[int, ...]
     """One transfer per pair per seed."""
-    inversion: InversionConfig
-    """How every reference is inverted."""
-    transfer: TransferConfig
-    """How every transfer is sampled."""
+    inversions: tuple[InversionConfig, ...]
+    """How references are inverted: one config, or several for a sweep."""
+    transfers: tuple[TransferConfig, ...]
+    """How transfers are sampled: one config, or several for a sweep."""
     allow_outside: bool
     """Whether media paths may escape the manifest folder."""
     sha256: str
     """sha256 of the manifest file's bytes."""
+    metrics: bool = True
+    """Whether `mt run` measures every new transfer (catalog/metrics)."""
+
+    # The single-model, single-config view (the first of each list).
+    @property
+    def model(self) -> str | None:
+        return self.models[0].model
+
+    @property
+    def model_is_local(self) -> bool:
+        return self.models[0].is_local
+
+    @property
+    def revision(self) -> str | None:
+        return self.models[0].revision
+
+    @property
+    def inversion(self) -> InversionConfig:
+        return self.inversions[0]
+
+    @property
+    def transfer(self) -> TransferConfig:
+        return self.transfers[0]
 
 
 class ManifestError(ProblemsError):
     """A structurally invalid manifest; `problems` holds every problem found, one line each."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses repeated mapping keys (plain PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # "<<: *anchor" merges may legitimately be overridden
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)):
-                continue  # unhashable keys are refused by the base constructor
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _parse_yaml(label: str, data: bytes) -> Any:
-    try:
-        return yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ManifestError(label, [f"{label}: {at}{problem}"]) from None
 
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
@@ -112,13 +120,12 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         raise ManifestError(label, [f"{label}: file not found"]) from None
     except OSError as exc:
         raise ManifestError(label, [f"{label}: unreadable ({exc.strerror or exc})"]) from None
-    doc = _parse_yaml(label, data)
+    doc = parse_yaml(label, data, ManifestError)
     reader = _Reader(label, file.parent)
     manifest = reader.read(doc, file, hashlib.sha256(data).hexdigest())
     if reader.problems or manifest is None:
         raise ManifestError(label, reader.problems)
     return manifest
-
 
 class _Reader:
     """Walks a parsed manifest, collecting every problem instead of stopping at the first."""
@@ -143,20 +150,20 @@ class _Reader:
         self.allow_outside = doc.get("allow_outside", False)
         if not isinstance(self.allow_outside, bool):
             self.add("allow_outside", f"must be true or false, got {self.allow_outside!r}")
-        model, model_is_local = self.model(doc.get("model"))
-        revision = self.string("revision", doc.get("revision"), optional=True)
-        if model_is_local and revision is not None:
-            self.add("revision", "only applies to a hub model; model is a local folder")
+        models = self.models(doc)
         references, ref_ids = self.items(doc, "references")
         targets, target_ids = self.items(doc, "targets")
         pairs = self.pairs(doc.get("pairs", "cross"), references, targets, ref_ids, target_ids)
         seeds = self.seeds(doc.get("seeds", [0]))
-        inversion = self.config(doc, "inversion", InversionConfig)
-        transfer = self.config(doc, "transfer", TransferConfig)
+        inversions = self.configs(doc, "inversion", InversionConfig)
+        transfers = self.configs(doc, "transfer", TransferConfig)
+        metrics = doc.get("metrics", True)
+        if not isinstance(metrics, bool):
+            self.add("metrics", f"must be true or false, got {metrics!r}")
         if self.problems:
             return None
-        return Manifest(file, name, model, model_is_local, revision, references, targets, pairs, seeds,
-                        inversion, transfer, self.allow_outside, sha256)
+        return Manifest(file, name, models, references, targets, pairs, seeds, inversions, transfers,
+                        self.allow_outside, sha256, metrics)
 
     def string(self, field: str, value: Any, optional: bool = False) -> str | None:
         if value is None and optional:
@@ -166,13 +173,49 @@ class _Reader:
             return None
         return value
 
-    def model(self, value: Any) -> tuple[str | None, bool]:
-        if value is None or self.string("model", value) is None:
+    def models(self, doc: dict) -> tuple[ModelRef, ...]:
+        """`model:` (+ `revision:`) or `models:`, a list of folders / hub ids or {model, revision}."""
+        if "models" not in doc:
+            model, is_local = self.model("model", doc.get("model"))
+            revision = self.string("revision", doc.get("revision"), optional=True)
+            if is_local and revision is not None:
+                self.add("revision", "only applies to a hub model; model is a local folder")
+            return (ModelRef(model, is_local, revision),)
+        if "model" in doc or "revision" in doc:
+            self.add("models", "give either model (+ revision) or models, not both")
+        raw = doc["models"]
+        if not isinstance(raw, list) or not raw:
+            self.add("models", f"must be a non-empty list of folders, hub ids or {{model, revision}}, got {raw!r}")
+            return ()
+        refs, seen = [], {}
+        for i, entry in enumerate(raw):
+            where = f"models[{i}]"
+            value, revision = entry, None
+            if isinstance(entry, dict):
+                if not self.entry(where, entry, ("model", "revision")):
+                    continue
+                value = entry.get("model")
+                revision = self.string(f"{where}.revision", entry.get("revision"), optional=True)
+            model, is_local = self.model(where, value)
+            if is_local and revision is not None:
+                self.add(f"{where}.revision", "only applies to a hub model; model is a local folder")
+            ref = ModelRef(model, is_local, revision)
+            if ref in seen:
+                self.add(where, f"duplicate model {value!r} (also {seen[ref]})")
+                continue
+            seen[ref] = where
+            refs.append(ref)
+        return tuple(refs)
+
+    def model(self, field: str, value: Any) -> tuple[str | None, bool]:
+        if value is None and field == "model":
+            return None, False
+        if self.string(field, value) is None:
             return None, False
         try:
             return locate_model(value, self.folder)
         except InputError as exc:
-            self.add("model", str(exc))
+            self.add(field, str(exc))
             return value, local_candidate(value, self.folder) is not None
 
     def items(self, doc: dict, kind: str) -> tuple[tuple[Item, ...], set[str]]:
@@ -223,13 +266,18 @@ class _Reader:
         value = self.string(f"{where}.path", entry["path"])
         if value is None:
             return None
-        # Lexical normalisation, not resolve(): a symlink placed inside the folder is the
-        # folder owner's choice; only '..' and absolute paths count as escaping it.
+        # The lexical path must stay inside the folder ('..' and absolute paths escape it), and so
+        # must the file it names once symlinks are followed (a link inside pointing out escapes too).
         path = Path(os.path.normpath(self.folder / Path(value).expanduser()))
-        inside = path == self.folder or self.folder in path.parents
-        if not inside and self.allow_outside is not True:
-            self.add(f"{where}.path", f"{value!r} is outside the manifest folder (set allow_outside: true to allow)")
-            return None
+        if self.allow_outside is not True:
+            if not _inside(path, self.folder):
+                self.add(f"{where}.path", f"{value!r} is outside the manifest folder (set allow_outside: true to allow)")
+                return None
+            real = Path(os.path.realpath(path))
+            if not _inside(real, Path(os.path.realpath(self.folder))):
+                self.add(f"{where}.path", f"{value!r} is a link to {real}, outside the manifest folder "
+                                          "(set allow_outside: true to allow)")
+                return None
         return path
 
     def pairs(self, raw: Any, references: tuple[Item, ...], targets: tuple[Item, ...],
@@ -282,10 +330,32 @@ class _Reader:
                 seeds.append(seed)
         return tuple(seeds)
 
-    def config(self, doc: dict, name: str, cls: type) -> Any:
-        config, problems = parse_config(cls, doc.get(name), f"{self.label}: {name}")
-        self.problems += problems
-        return config
+    def configs(self, doc: dict, name: str, cls: type) -> tuple:
+        """One config (a mapping, or absent: the defaults) or a sweep of several (a list of mappings)."""
+        raw = doc.get(name)
+        if not isinstance(raw, list):
+            config, problems = parse_config(cls, raw, f"{self.label}: {name}")
+            self.problems += problems
+            return (config,)
+        if not raw:
+            self.add(name, f"must be a mapping of {cls.__name__} fields or a non-empty list of them")
+            return ()
+        configs, seen = [], {}
+        for i, entry in enumerate(raw):
+            config, problems = parse_config(cls, entry, f"{self.label}: {name}[{i}]")
+            self.problems += problems
+            if config is None:
+                continue
+            if config in seen:
+                self.add(f"{name}[{i}]", f"the same config as {name}[{seen[config]}]")
+                continue
+            seen[config] = i
+            configs.append(config)
+        return tuple(configs)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def check_media(manifest: Manifest) -> dict[str, str]:

@@ -1,18 +1,19 @@
 """Stage 1 of a bulk run: hash every input, derive content-addressed keys, see what the store holds.
 
 Pure Python (no Prefect, no Ray, no torch): the flow wraps it in a task. The plan carries everything
-the later stages need: the model, typed work items (each with its own config) and what is cached.
-A missing input file cannot be hashed: its inversion becomes a failed row at once, and a missing
-target fails its own transfers; the rest of the run proceeds.
+the later stages need: the models and typed work items, each with its own model and config (a
+sweep over models and configs is just more items). A missing input file cannot be hashed: its
+inversion becomes a failed row at once, and a missing target fails its own transfers; the rest of
+the run proceeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtcore.catalog import ok_keys, store_path, store_relpath
+from mtcore.catalog import metric_keys, ok_keys, store_path, store_relpath
 from mtcore.config import InversionConfig, TransferConfig
 from mtcore.identity import DEFAULT_MODEL, model_identity
 from mtcore.keys import embedding_key, sha256_file, transfer_key
@@ -21,10 +22,25 @@ from mtcore.manifest import Item, Manifest
 if TYPE_CHECKING:  # the worker side; planning never loads torch
     from mtcore.models import SVDModel
 
+Rows = dict[str, list[dict]]
+"""What a work item returns: catalog table -> rows."""
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One model of the run."""
+
+    model: str
+    """Folder or hub id to load."""
+    revision: str | None
+    """Hub revision (None for local folders)."""
+    model_id: str
+    """Its identity, as recorded in keys and rows."""
+
 
 @dataclass(frozen=True)
 class InversionJob:
-    """One motion embedding to make (or found cached): a reference video inverted with one config."""
+    """One motion embedding to make (or found cached): a reference video inverted on one model with one config."""
 
     key: str
     """Embedding key (mtcore.keys.embedding_key)."""
@@ -38,14 +54,18 @@ class InversionJob:
     """Store path of the embedding file, relative to OUT."""
     config: InversionConfig
     """How it is inverted (as in the manifest: unset frame count and size mean the model's)."""
+    model: PlannedModel
+    """The model it is inverted on."""
+    where: str = ""
+    """The manifest entry and field it comes from ("demo.yaml: references[2].path"), for errors."""
 
     size = 1  # items of work it counts for in a worker's tally
 
-    def run(self, model: SVDModel, out: str, worker: str) -> list[dict]:
+    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
         """Invert it on a loaded model (inside a worker); one embeddings row."""
         from tasks.work import run_inversion
 
-        return [run_inversion(model, self, Path(out), worker)]
+        return {"embeddings": [run_inversion(model, self, Path(out), worker)]}
 
 
 @dataclass(frozen=True)
@@ -54,10 +74,8 @@ class TransferJob:
 
     key: str
     """Transfer key (mtcore.keys.transfer_key)."""
-    embedding_key: str
-    """Key of the motion embedding it applies."""
-    reference_id: str
-    """Id of the reference video the embedding was inverted from."""
+    embedding: InversionJob
+    """The inversion whose embedding it applies (reference, model, inversion config)."""
     target_id: str
     """Id of the target image in the manifest."""
     target_path: str
@@ -70,6 +88,18 @@ class TransferJob:
     """Store path of the mp4, relative to OUT."""
     config: TransferConfig
     """How it is sampled."""
+    measure: bool = True
+    """Measure the video once made (metrics on, and no metrics row of this version yet)."""
+    where: str = ""
+    """The manifest entry and field of its target ("demo.yaml: targets[0].path"), for errors."""
+
+    @property
+    def embedding_key(self) -> str:
+        return self.embedding.key
+
+    @property
+    def reference_id(self) -> str:
+        return self.embedding.reference_id
 
 
 @dataclass(frozen=True)
@@ -82,11 +112,29 @@ class TransferBatch:
     def size(self) -> int:
         return len(self.jobs)
 
-    def run(self, model: SVDModel, out: str, worker: str) -> list[dict]:
-        """Sample the batch on a loaded model (inside a worker); one transfers row per job."""
+    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
+        """Sample the batch on a loaded model (inside a worker); one transfers row per job, and a metrics
+        row per video made of the jobs to `measure`."""
         from tasks.work import run_transfers
 
         return run_transfers(model, list(self.jobs), Path(out), worker)
+
+
+@dataclass(frozen=True)
+class MetricsBatch:
+    """Finished transfers whose metrics of the current version are missing."""
+
+    jobs: tuple[TransferJob, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.jobs)
+
+    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
+        """Measure each video in the store (inside a worker); one metrics row per job that could be measured."""
+        from tasks.work import run_metrics
+
+        return run_metrics(model, list(self.jobs), Path(out), worker)
 
 
 @dataclass
@@ -97,12 +145,10 @@ class Plan:
     """The manifest file, absolute."""
     manifest_sha256: str
     """sha256 of the manifest's bytes."""
-    model: str
-    """Model to load: a local folder or a hub id."""
-    revision: str | None
-    """Hub revision of `model` (None for local folders)."""
-    model_id: str
-    """Its identity, as recorded in keys and rows."""
+    models: list[PlannedModel]
+    """The models, in manifest order."""
+    metrics: bool = True
+    """Whether new transfers are measured and missing metrics of cached ones filled in."""
     inversions_todo: list[InversionJob] = field(default_factory=list)
     """Embeddings to compute, each key once."""
     inversions_cached: list[InversionJob] = field(default_factory=list)
@@ -111,10 +157,25 @@ class Plan:
     """Videos to compute, each key once (whether their embedding succeeds is decided by the stages)."""
     transfers_cached: list[TransferJob] = field(default_factory=list)
     """Videos with an ok row and their file in the store."""
+    metrics_todo: list[TransferJob] = field(default_factory=list)
+    """Cached videos without a metrics row of the current version (when `metrics`)."""
     failed_inversions: list[tuple[InversionJob, str]] = field(default_factory=list)
     """Inversions whose reference video could not be read, with the error."""
     failed_transfers: list[tuple[TransferJob, str]] = field(default_factory=list)
     """Transfers whose target image could not be read, with the error."""
+
+    def for_model(self, model: PlannedModel) -> "Plan":
+        """The part of the plan that runs on one model."""
+        mine = lambda jobs: [j for j in jobs if _model_of(j) == model]  # noqa: E731
+        pairs = lambda items: [(j, e) for j, e in items if _model_of(j) == model]  # noqa: E731
+        return replace(self, models=[model], inversions_todo=mine(self.inversions_todo),
+                       inversions_cached=mine(self.inversions_cached), transfers_todo=mine(self.transfers_todo),
+                       transfers_cached=mine(self.transfers_cached), metrics_todo=mine(self.metrics_todo),
+                       failed_inversions=pairs(self.failed_inversions), failed_transfers=pairs(self.failed_transfers))
+
+
+def _model_of(job: InversionJob | TransferJob) -> PlannedModel:
+    return job.model if isinstance(job, InversionJob) else job.embedding.model
 
 
 def _hash_items(items: tuple[Item, ...]) -> dict[str, str | Exception]:
@@ -135,48 +196,66 @@ def _cached(out: Path, table: str, key: str, catalog_ok: set[str]) -> bool:
     return key in catalog_ok and store_path(out, table, key).is_file()
 
 
-def plan_run(manifest: Manifest, out: str | Path) -> Plan:
-    """Keys for every inversion and transfer of the manifest, split into cached and to-do."""
+def plan_run(manifest: Manifest, out: str | Path, metrics_version: str | None = None) -> Plan:
+    """Keys for every (model x inversion config x reference) and (... x transfer config x pair x seed).
+
+    `metrics_version`: the current mtcore.metrics.METRICS_VERSION (given by the caller, so planning
+    does not import the metrics' OpenCV); None skips looking for missing metrics.
+    """
     out = Path(out)
-    model = manifest.model or str(DEFAULT_MODEL)
-    plan = Plan(str(manifest.path), manifest.sha256, model, manifest.revision, model_identity(model, manifest.revision))
+    models = [PlannedModel(m.model or str(DEFAULT_MODEL), m.revision, model_identity(m.model or DEFAULT_MODEL, m.revision))
+              for m in manifest.models]
+    plan = Plan(str(manifest.path), manifest.sha256, models, metrics=manifest.metrics)
     ref_sha, tgt_sha = _hash_items(manifest.references), _hash_items(manifest.targets)
     targets = {t.id: t for t in manifest.targets}
     emb_ok, tr_ok = ok_keys(out, "embeddings"), ok_keys(out, "transfers")
+    measured = metric_keys(out, metrics_version) if manifest.metrics and metrics_version else None
 
-    jobs: dict[str, InversionJob] = {}
-    planned: set[str] = set()  # identical content under two ids gives one key: invert it once
-    for ref in manifest.references:
-        sha = ref_sha[ref.id]
-        # A missing file keys on an empty hash: its failed row is stable; once the file exists it keys anew.
-        digest = sha if isinstance(sha, str) else ""
-        key = embedding_key(digest, plan.model_id, manifest.inversion)
-        job = InversionJob(key, ref.id, str(ref.path), digest, store_relpath("embeddings", key), manifest.inversion)
-        jobs[ref.id] = job
-        if isinstance(sha, Exception):
-            plan.failed_inversions.append((job, str(sha)))
-        elif _cached(out, "embeddings", key, emb_ok):
-            plan.inversions_cached.append(job)
-        elif key not in planned:
-            plan.inversions_todo.append(job)
-        planned.add(key)
+    planned: set[str] = set()  # identical content under two ids gives one key: do it once
+    for model in models:
+        for inversion in manifest.inversions:
+            jobs: dict[str, InversionJob] = {}
+            for ref in manifest.references:
+                sha = ref_sha[ref.id]
+                # A missing file keys on an empty hash: its failed row is stable; once the file exists it keys anew.
+                digest = sha if isinstance(sha, str) else ""
+                key = embedding_key(digest, model.model_id, inversion)
+                job = InversionJob(key, ref.id, str(ref.path), digest, store_relpath("embeddings", key), inversion, model,
+                                   f"{manifest.path.name}: references[{ref.index}].path")
+                jobs[ref.id] = job
+                if isinstance(sha, Exception):
+                    plan.failed_inversions.append((job, f"{job.where}: {sha}"))
+                elif _cached(out, "embeddings", key, emb_ok):
+                    plan.inversions_cached.append(job)
+                elif key not in planned:
+                    plan.inversions_todo.append(job)
+                planned.add(key)
+            for transfer in manifest.transfers:
+                _plan_transfers(plan, manifest, jobs, transfer, tgt_sha, targets, out, tr_ok, measured, planned)
+    return plan
 
-    seen: set[str] = set()  # identical content under two ids gives one key: do it once
+
+def _plan_transfers(plan: Plan, manifest: Manifest, embeddings: dict[str, InversionJob], transfer: TransferConfig,
+                    tgt_sha: dict, targets: dict[str, Item], out: Path, tr_ok: set[str], measured: set[str] | None,
+                    planned: set[str]) -> None:
     for ref_id, target_id in manifest.pairs:
-        embedding = jobs[ref_id]
+        embedding = embeddings[ref_id]
         sha = tgt_sha[target_id]
         digest = sha if isinstance(sha, str) else ""
         for seed in manifest.seeds:
-            key = transfer_key(embedding.key, digest, manifest.transfer, seed)
-            if key in seen:
+            key = transfer_key(embedding.key, digest, transfer, seed)
+            if key in planned:
                 continue
-            seen.add(key)
-            job = TransferJob(key, embedding.key, ref_id, target_id, str(targets[target_id].path), digest, seed,
-                              store_relpath("transfers", key), manifest.transfer)
+            planned.add(key)
+            target = targets[target_id]
+            job = TransferJob(key, embedding, target_id, str(target.path), digest, seed, store_relpath("transfers", key),
+                              transfer, measure=measured is not None and key not in measured,
+                              where=f"{manifest.path.name}: targets[{target.index}].path")
             if _cached(out, "transfers", key, tr_ok):
                 plan.transfers_cached.append(job)
+                if measured is not None and key not in measured:
+                    plan.metrics_todo.append(job)
             elif isinstance(sha, Exception):
-                plan.failed_transfers.append((job, str(sha)))
+                plan.failed_transfers.append((job, f"{job.where}: {sha}"))
             else:
                 plan.transfers_todo.append(job)
-    return plan

@@ -6,6 +6,13 @@ pipeline once in `__init__` and then serving work items (an inversion, a batch o
 one method, `run`. One item in flight per actor; a finished item's rows come back at once so progress
 and catalogs advance as work does. The pool starts Ray and its actors when the first item arrives:
 a run with nothing to compute never starts Ray.
+
+Faults are Ray's to handle: a worker process that dies (OOM, preemption, a lost node) is restarted
+by Ray (`max_restarts`; the new process loads the model again, which `LoadLog` counts) and the item
+it was serving is retried on it (`max_task_retries`), up to MAX_TASK_RETRIES + 1 tries in all; an
+item that kills its worker every time then fails alone ("worker died 3 times on this item") and the
+run goes on. Workers are spread over nodes (`SPREAD`), so a lost node's worker restarts wherever
+there is room.
 """
 
 from __future__ import annotations
@@ -19,13 +26,36 @@ import ray
 
 from tasks.results import WorkerStats
 
+MAX_TASK_RETRIES = 2
+"""Retries of an item whose worker died while serving it (so 3 tries in all)."""
+MAX_RESTARTS = 16
+"""Restarts of one worker in a run before Ray gives it up."""
+
+
+class WorkerDied(RuntimeError):
+    """An item's worker process died on every try (or could not be restarted)."""
+
+
+@ray.remote(num_cpus=0)
+class LoadLog:
+    """Counts model loads per worker across restarts (a restarted worker is a new process)."""
+
+    def __init__(self):
+        self.loads: dict[str, int] = {}
+
+    def record(self, actor_id: str) -> None:
+        self.loads[actor_id] = self.loads.get(actor_id, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.loads)
+
 
 class WorkItem(Protocol):
     """What a worker can serve (tasks.plan.InversionJob, tasks.plan.TransferBatch)."""
 
     size: int
 
-    def run(self, model: Any, out: str, worker: str) -> list[dict]: ...
+    def run(self, model: Any, out: str, worker: str) -> dict[str, list[dict]]: ...
 
 
 @ray.remote
@@ -33,7 +63,7 @@ class ModelWorker:
     """Holds one loaded SVD pipeline; `num_gpus`/`num_cpus` are set by `WorkerPool` at creation."""
 
     def __init__(self, model: str, revision: str | None, device: str | None, dtype: str | None, threads: int,
-                 out: str):
+                 out: str, load_log):
         import torch
 
         from mtcore.models import load_model
@@ -42,17 +72,17 @@ class ModelWorker:
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
         self.out = out
         ctx = ray.get_runtime_context()
+        self.actor_id = ctx.get_actor_id()
         self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
         self.items = 0
+        ray.get(load_log.record.remote(self.actor_id))
 
-    def info(self) -> WorkerStats:
-        from mtcore.models import load_count
+    def info(self) -> dict:
+        return {"actor_id": self.actor_id, "worker": self.name, "items": self.items,
+                "device": str(self.model.device), "model_id": self.model.model_id}
 
-        return WorkerStats(worker=self.name, model_loads=load_count(), items=self.items,
-                           device=str(self.model.device), model_id=self.model.model_id)
-
-    def run(self, item: WorkItem) -> list[dict]:
-        """Serve one work item; its catalog rows."""
+    def run(self, item: WorkItem) -> dict[str, list[dict]]:
+        """Serve one work item; its catalog rows, per table."""
         self.items += item.size
         return item.run(self.model, self.out, self.name)
 
@@ -61,8 +91,6 @@ class ModelWorker:
 class PoolConfig:
     """Where and how many workers run."""
 
-    ray_address: str | None = None
-    """None = start a local Ray (embedded); else join the cluster at this address (`ray start --head`)."""
     workers: int | None = None
     """Actors to start; None = one per GPU when gpus_per_worker > 0, else 1."""
     gpus_per_worker: float = 0.0
@@ -75,40 +103,67 @@ class PoolConfig:
     """fp32 / fp16 / bf16; None = fp16 on cuda, fp32 on cpu."""
 
 
-class WorkerPool:
-    """The model workers of one run; Ray and the actors start when `map` first gets an item."""
+class RaySession:
+    """Ray for one run: started (or joined) when the first worker is needed, shut down at the end
+    if this session started it. Several pools (one per model of a sweep) share it."""
 
-    def __init__(self, model: str, revision: str | None, out: str, config: PoolConfig):
-        self.model, self.revision, self.out, self.config = model, revision, out, config
+    def __init__(self, ray_address: str | None = None):
+        """`ray_address` None = start a local Ray (embedded); else join that cluster (`ray start --head`)."""
+        self.ray_address = ray_address
+        self._started = False
+
+    def ensure(self) -> None:
+        if ray.is_initialized():
+            return
+        if self.ray_address:
+            ray.init(address=self.ray_address, log_to_driver=False)
+        else:
+            # address="local": never attach to a stale cluster by accident.
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+    def __enter__(self) -> "RaySession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class WorkerPool:
+    """The model workers of one model; Ray and the actors start when `map` first gets an item."""
+
+    def __init__(self, session: RaySession, model: str, revision: str | None, out: str, config: PoolConfig):
+        self.session, self.model, self.revision, self.out, self.config = session, model, revision, out, config
         self.actors: list = []
-        self._started_ray = False
+        self.load_log = None
 
     def _start(self) -> None:
+        self.session.ensure()
         config = self.config
-        if not ray.is_initialized():
-            if config.ray_address:
-                ray.init(address=config.ray_address, log_to_driver=False)
-            else:
-                # address="local": never attach to a stale cluster by accident.
-                ray.init(address="local", include_dashboard=False, log_to_driver=False)
-            self._started_ray = True
         total_cpus = ray.cluster_resources().get("CPU", 1)
         total_gpus = ray.cluster_resources().get("GPU", 0)
         gpus = config.gpus_per_worker
         n = config.workers or (max(1, int(total_gpus // gpus)) if gpus > 0 else 1)
         cpus = config.cpus_per_worker or max(1.0, float(int(total_cpus // n)))
-        options: dict[str, Any] = {"num_cpus": cpus}
+        options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
+                                   "scheduling_strategy": "SPREAD"}
         if gpus > 0:
             options["num_gpus"] = gpus
+        self.load_log = LoadLog.remote()
         self.actors = [
             ModelWorker.options(**options).remote(self.model, self.revision, config.device, config.dtype, int(cpus),
-                                                  self.out)
+                                                  self.out, self.load_log)
             for _ in range(n)
         ]
         # Surface a model that cannot load now, as one error, instead of as every item failing.
         ray.get([a.info.remote() for a in self.actors])
 
-    def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, list[dict] | Exception], None]) -> None:
+    def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
         """Serve every item on the workers; `on_done(item, rows | error)` as each finishes."""
         items = list(items)
         if not items:
@@ -118,16 +173,27 @@ class WorkerPool:
         dispatch(self.actors, items, on_done)
 
     def stats(self) -> list[WorkerStats]:
-        """Per worker: name, model loads in its process, items served (empty if never started)."""
-        return ray.get([a.info.remote() for a in self.actors]) if self.actors else []
+        """Per worker: its current process, model loads over its restarts, items served since its last
+        start (empty if the pool never started)."""
+        if not self.actors:
+            return []
+        loads = ray.get(self.load_log.counts.remote())
+        stats = []
+        for actor in self.actors:
+            try:
+                info = ray.get(actor.info.remote())
+            except ray.exceptions.RayActorError:  # gone for good: nothing left to report
+                continue
+            stats.append(WorkerStats(worker=info["worker"], model_loads=loads.get(info["actor_id"], 1),
+                                     items=info["items"], device=info["device"], model_id=info["model_id"]))
+        return stats
 
     def close(self) -> None:
         for a in self.actors:
-            ray.kill(a)
-        self.actors = []
-        if self._started_ray:
-            ray.shutdown()
-            self._started_ray = False
+            ray.kill(a, no_restart=True)
+        if self.load_log is not None:
+            ray.kill(self.load_log)
+        self.actors, self.load_log = [], None
 
     def __enter__(self) -> "WorkerPool":
         return self
@@ -139,8 +205,10 @@ class WorkerPool:
 def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
     """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
 
-    A dead actor's item is reported as its error and the actor leaves the rotation; when no actor
-    is left, the remaining items are reported failed. Other errors keep the actor in rotation.
+    Ray retries an item whose worker died (the worker restarts); when every try died, the item is
+    reported as a WorkerDied error and the restarted worker stays in the rotation. A worker Ray
+    could not restart leaves the rotation; when none is left, the remaining items are reported
+    failed. Other errors keep the actor in rotation.
     """
     todo = list(items)
     idle = list(actors)
@@ -158,8 +226,11 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
         try:
             result = ray.get(ready[0])
             idle.append(actor)
-        except ray.exceptions.RayActorError as exc:  # the worker died: its item fails, others go on
-            result = exc
+        except ray.exceptions.ActorDiedError as exc:  # gone for good: its item fails, the others go on
+            result = WorkerDied(f"its worker died and could not be restarted ({str(exc).splitlines()[0][:160]})")
+        except ray.exceptions.RayActorError:  # died on every try; Ray is restarting the worker
+            result = WorkerDied(f"worker died {MAX_TASK_RETRIES + 1} times on this item")
+            idle.append(actor)
         except Exception as exc:  # an error the worker did not turn into rows
             result = exc
             idle.append(actor)

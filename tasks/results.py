@@ -26,6 +26,17 @@ class StageResult:
     """Key -> one-line error, for items that failed in this run."""
     errors: list[str] = field(default_factory=list)
     """The errors of failed rows, in the order they happened."""
+    measured: int = 0
+    """Metrics rows written (transfers measured) in this run."""
+    elsewhere: int = 0
+    """Items this run did not compute but found done: by another run sharing OUT while this one waited,
+    or in the store without their row (left by a killed run)."""
+
+    def merge(self, other: "StageResult") -> "StageResult":
+        """The two results together (one stage run on several models)."""
+        return StageResult(self.computed + other.computed, self.failed + other.failed, self.ok_keys | other.ok_keys,
+                           {**self.failed_keys, **other.failed_keys}, self.errors + other.errors,
+                           self.measured + other.measured, self.elsewhere + other.elsewhere)
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,13 @@ class RunSummary:
     finished_at: dt.datetime
     inversions_computed: int
     inversions_cached: int
+    """Found in the store: at planning, or made meanwhile by another run sharing OUT."""
     transfers_computed: int
     transfers_cached: int
     failed: int
     """Inversions plus transfers that failed in this run."""
+    metrics_computed: int
+    """Transfers measured in this run (new ones, and cached ones that lacked this metrics version)."""
     wall_seconds: float
     """Wall time of the flow body."""
     out: str
@@ -76,7 +90,7 @@ class RunSummary:
     def catalog_row(self) -> dict[str, Any]:
         """The run's row for catalog/runs (mtcore.catalog.RUNS)."""
         names = ("run_id", "manifest_path", "manifest_sha256", "started_at", "finished_at", "inversions_computed",
-                 "inversions_cached", "transfers_computed", "transfers_cached", "failed")
+                 "inversions_cached", "transfers_computed", "transfers_cached", "failed", "metrics_computed")
         return {name: getattr(self, name) for name in names}
 
     def to_json(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtcore.config import config_json
 from mtcore.errors import InputError
 
 if TYPE_CHECKING:  # items are data from the plan; importing it here at run time would be a cycle
@@ -31,23 +32,31 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
 
 
-def embedding_row(job: InversionJob, model_id: str, num_frames: int | None, error: str | None, seconds: float,
-                  worker: str) -> dict:
+def embedding_row(job: InversionJob, num_frames: int | None, error: str | None, seconds: float, worker: str) -> dict:
     """The embeddings-table row of one inversion attempt (ok when `error` is None)."""
     return {
         "embedding_key": job.key, "reference_id": job.reference_id, "reference_sha256": job.reference_sha256,
-        "model_id": model_id, "num_frames": num_frames, "tokens_per_frame": job.config.tokens_per_frame,
+        "model_id": job.model.model_id, "num_frames": num_frames, "tokens_per_frame": job.config.tokens_per_frame,
         "path": None if error else job.path, "status": "failed" if error else "ok", "error": error,
-        "seconds": float(seconds), "worker": worker, "created_at": now(),
+        "seconds": float(seconds), "worker": worker, "created_at": now(), "model": job.model.model,
+        "inversion_config": config_json(job.config), "reference_path": job.reference_path,
     }
 
 
-def transfer_row(job: TransferJob, model_id: str, error: str | None, seconds: float, worker: str) -> dict:
+def transfer_row(job: TransferJob, error: str | None, seconds: float, worker: str) -> dict:
     """The transfers-table row of one transfer attempt (ok when `error` is None)."""
+    embedding = job.embedding
     return {
-        "transfer_key": job.key, "embedding_key": job.embedding_key, "reference_id": job.reference_id,
+        "transfer_key": job.key, "embedding_key": embedding.key, "reference_id": embedding.reference_id,
         "target_id": job.target_id, "target_sha256": job.target_sha256, "seed": int(job.seed),
-        "model_id": model_id, "video_path": None if error else job.video_path,
+        "model_id": embedding.model.model_id, "video_path": None if error else job.video_path,
         "status": "failed" if error else "ok", "error": error, "seconds": float(seconds),
-        "worker": worker, "created_at": now(),
+        "worker": worker, "created_at": now(), "model": embedding.model.model,
+        "inversion_config": config_json(embedding.config), "transfer_config": config_json(job.config),
+        "reference_path": embedding.reference_path, "target_path": job.target_path,
     }
+
+
+def metrics_row(job: TransferJob, metrics: dict, worker: str) -> dict:
+    """The metrics-table row of one measured transfer (`metrics` from mtcore.metrics.timed_metrics)."""
+    return {"transfer_key": job.key, **metrics, "worker": worker, "created_at": now()}

@@ -1,4 +1,4 @@
-"""The Prefect tasks of a bulk run, one per stage: plan, invert, transfer, record.
+"""The Prefect tasks of a bulk run, one per stage: plan, invert, transfer, measure, record.
 
 Thin by design: each takes its items from the plan, hands them to the worker pool, and commits
 the rows that come back. Rows are flushed to the catalogs as work completes (every `FLUSH_ROWS`
@@ -9,6 +9,7 @@ themselves are already in the store and a re-run finds them by key.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,76 +17,139 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from mtcore.catalog import append_rows
+from mtcore.catalog import append_rows, metric_keys, ok_keys, store_path
+from mtcore.fileio import remove_stale_temporaries
 from mtcore.manifest import load_manifest
-from tasks.plan import InversionJob, Plan, TransferBatch, TransferJob, plan_run
+from tasks.claims import Claims, serve_claimed
+from tasks.plan import InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run
 from tasks.pool import WorkerPool
 from tasks.results import RunSummary, StageResult, WorkerStats
 from tasks.rows import embedding_row, one_line, transfer_row
 
 FLUSH_ROWS = 50
 FLUSH_SECONDS = 30.0
+METRICS_BATCH = 8  # cached transfers measured per work item
+KEY_COLUMNS = {"embeddings": "embedding_key", "transfers": "transfer_key", "metrics": "transfer_key"}
 
 
 class RowSink:
-    """Buffers one table's catalog rows, appends them as Parquet files, and tallies a StageResult."""
+    """Buffers a stage's catalog rows per table, appends them as Parquet files, and tallies a StageResult.
 
-    def __init__(self, out: str | Path, table: str, key_column: str, result: StageResult):
-        self.out, self.table, self.key_column, self.result = out, table, key_column, result
-        self.buffer: list[dict] = []
+    Rows of the stage's own table count as computed or failed; metrics rows count as measured. Once
+    rows are in the catalog, the claims on their keys (`claim_key(table, row)`) are released.
+    """
+
+    def __init__(self, out: str | Path, table: str, result: StageResult, run_id: str, claims: Claims | None = None,
+                 claim_key=None):
+        self.out, self.table, self.result, self.run_id, self.claims = out, table, result, run_id, claims
+        self.claim_key = claim_key or (lambda table, row: row[KEY_COLUMNS[table]] if table == self.table else None)
+        self.buffer: dict[str, list[dict]] = defaultdict(list)
         self.last = time.monotonic()
 
-    def add(self, rows: list[dict]) -> None:
-        for row in rows:
-            if row["status"] == "ok":
-                self.result.computed += 1
-                self.result.ok_keys.add(row[self.key_column])
-            else:
-                self.result.failed += 1
-                self.result.failed_keys[row[self.key_column]] = row["error"]
-                self.result.errors.append(row["error"])
-        self.buffer.extend(rows)
-        if len(self.buffer) >= FLUSH_ROWS or time.monotonic() - self.last > FLUSH_SECONDS:
+    def add(self, rows: Rows, recovered: bool = False) -> None:
+        """Buffer rows; `recovered` rows (artifacts found in the store) count as available, not computed."""
+        for table, table_rows in rows.items():
+            for row in table_rows:
+                row["run_id"] = self.run_id
+                if table == "metrics":
+                    self.result.measured += 1
+                elif row["status"] == "ok":
+                    if recovered:
+                        self.result.elsewhere += 1
+                    else:
+                        self.result.computed += 1
+                    self.result.ok_keys.add(row[KEY_COLUMNS[table]])
+                else:
+                    self.result.failed += 1
+                    self.result.failed_keys[row[KEY_COLUMNS[table]]] = row["error"]
+                    self.result.errors.append(row["error"])
+            self.buffer[table].extend(table_rows)
+        if sum(map(len, self.buffer.values())) >= FLUSH_ROWS or time.monotonic() - self.last > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        append_rows(self.out, self.table, self.buffer)
-        self.buffer, self.last = [], time.monotonic()
+        for table, rows in self.buffer.items():
+            append_rows(self.out, table, rows)
+            if self.claims is not None:
+                self.claims.release({self.claim_key(table, row) for row in rows} - {None})
+        self.buffer, self.last = defaultdict(list), time.monotonic()
 
 
 @task(name="plan", cache_policy=NONE)
 def plan_stage(manifest_path: str, out: str) -> Plan:
     """Read the manifest, hash inputs, derive keys, split cached from to-do."""
-    plan = plan_run(load_manifest(manifest_path), out)
+    from mtcore.metrics import METRICS_VERSION
+
+    plan = plan_run(load_manifest(manifest_path), out, METRICS_VERSION)
+    # what a killed run left half-written (its temporaries; no live process writes them)
+    leftovers = [p for folder in ("store", "catalog") for p in remove_stale_temporaries(Path(out) / folder)]
+    if leftovers:
+        get_run_logger().info("removed %d temporary file(s) a killed run left behind", len(leftovers))
     get_run_logger().info(
-        "plan: model %s; inversions %d to do, %d cached; transfers %d to do, %d cached; %d failed inputs",
-        plan.model_id, len(plan.inversions_todo), len(plan.inversions_cached), len(plan.transfers_todo),
-        len(plan.transfers_cached), len(plan.failed_inversions) + len(plan.failed_transfers),
+        "plan: %d model(s); inversions %d to do, %d cached; transfers %d to do, %d cached; %d to measure; "
+        "%d failed inputs", len(plan.models), len(plan.inversions_todo), len(plan.inversions_cached),
+        len(plan.transfers_todo), len(plan.transfers_cached), len(plan.metrics_todo),
+        len(plan.failed_inversions) + len(plan.failed_transfers),
     )
     return plan
 
 
+def _available(out: str, table: str):
+    """done_elsewhere for serve_claimed: the items whose keys have an ok row and a file in the store now."""
+    def done(items: list) -> list:
+        ok = ok_keys(out, table)
+        keys = lambda item: [j.key for j in item.jobs] if hasattr(item, "jobs") else [item.key]  # noqa: E731
+        return [i for i in items if all(k in ok and store_path(out, table, k).is_file() for k in keys(i))]
+    return done
+
+
 @task(name="invert", cache_policy=NONE)
-def invert_stage(pool: WorkerPool, plan: Plan, out: str) -> StageResult:
+def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None = None) -> StageResult:
     """Invert every missing embedding on the pool; record one row per attempt."""
     log = get_run_logger()
     result = StageResult(ok_keys={j.key for j in plan.inversions_cached})
-    sink = RowSink(out, "embeddings", "embedding_key", result)
-    sink.add([embedding_row(job, plan.model_id, None, error, 0.0, "plan") for job, error in plan.failed_inversions])
+    sink = RowSink(out, "embeddings", result, run_id, claims)
+    sink.add({"embeddings": [embedding_row(job, None, error, 0.0, "plan") for job, error in plan.failed_inversions]})
     done = [0]
 
-    def on_done(job: InversionJob, rows: list[dict] | Exception) -> None:
+    def on_done(job: InversionJob, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
-            rows = [embedding_row(job, plan.model_id, None, one_line(rows), 0.0, "lost")]
+            rows = {"embeddings": [embedding_row(job, None, one_line(rows), 0.0, "lost")]}
         sink.add(rows)
         done[0] += 1
-        row = rows[0]
+        row = rows["embeddings"][0]
         log.info("inversion %d/%d %s: %s in %.1f s on %s%s", done[0], len(plan.inversions_todo), job.reference_id,
                  row["status"], row["seconds"], row["worker"], f" ({row['error']})" if row["error"] else "")
 
-    pool.map(plan.inversions_todo, on_done)
+    def elsewhere(job: InversionJob) -> None:
+        result.ok_keys.add(job.key)
+        result.elsewhere += 1
+        log.info("inversion %s: made by another run sharing %s", job.reference_id, out)
+
+    todo = _recover(plan.inversions_todo, "embeddings", out, claims, sink,
+                    lambda job: embedding_row(job, None, None, 0.0, "recovered"), log)
+    serve_claimed(pool, todo, claims, lambda job: [job.key], _available(out, "embeddings"),
+                  on_done, elsewhere, sink.flush)
     sink.flush()
     return result
+
+
+def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowSink, row_fn, log) -> list:
+    """Jobs whose artifact is already in the store but has no ok row (a run killed between writing the
+    file and committing its row) get their row now, marked worker "recovered", instead of being
+    computed again; the others are returned. An artifact is complete or absent (atomic writes); a key
+    another live run holds is left to that run."""
+    todo, recovered = [], []
+    for job in jobs:
+        if store_path(out, table, job.key).is_file() and (claims is None or claims.claim(job.key)):
+            recovered.append(row_fn(job))
+        else:
+            todo.append(job)
+    if recovered:
+        sink.add({table: recovered}, recovered=True)
+        log.info("%d %s were in the store without their row (a killed run): recorded, not recomputed",
+                 len(recovered), table)
+    return todo
 
 
 def transfer_batches(jobs: list[TransferJob], batch_size: int) -> list[TransferBatch]:
@@ -97,49 +161,95 @@ def transfer_batches(jobs: list[TransferJob], batch_size: int) -> list[TransferB
 
 
 @task(name="transfer", cache_policy=NONE)
-def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult, batch_size: int) -> StageResult:
-    """Transfer every missing (embedding x target x seed) whose embedding exists; one row per attempt.
+def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult, batch_size: int,
+                   run_id: str, claims: Claims | None = None) -> StageResult:
+    """Transfer every missing (embedding x target x seed) whose embedding exists; one row per attempt
+    (and, with the plan's `metrics`, a metrics row per video made).
 
     The one place where a reference's failure fails its transfers: a transfer whose embedding is
     not available after the invert stage fails with its reference's error.
     """
     log = get_run_logger()
     result = StageResult()
-    sink = RowSink(out, "transfers", "transfer_key", result)
-    sink.add([transfer_row(job, plan.model_id, error, 0.0, "plan") for job, error in plan.failed_transfers])
+    sink = RowSink(out, "transfers", result, run_id, claims)
+    sink.add({"transfers": [transfer_row(job, error, 0.0, "plan") for job, error in plan.failed_transfers]})
     ready = [j for j in plan.transfers_todo if j.embedding_key in inversions.ok_keys]
-    sink.add([
-        transfer_row(j, plan.model_id, f"reference {j.reference_id}: its inversion failed: "
-                                       f"{inversions.failed_keys.get(j.embedding_key, 'no embedding')}", 0.0, "plan")
+    sink.add({"transfers": [
+        transfer_row(j, f"reference {j.reference_id}: its inversion failed: "
+                        f"{inversions.failed_keys.get(j.embedding_key, 'no embedding')}", 0.0, "plan")
         for j in plan.transfers_todo if j.embedding_key not in inversions.ok_keys
-    ])
+    ]})
     done = [0]
 
-    def on_done(batch: TransferBatch, rows: list[dict] | Exception) -> None:
+    def on_done(batch: TransferBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
-            rows = [transfer_row(j, plan.model_id, one_line(rows), 0.0, "lost") for j in batch.jobs]
+            rows = {"transfers": [transfer_row(j, one_line(rows), 0.0, "lost") for j in batch.jobs]}
         sink.add(rows)
-        done[0] += len(rows)
-        failed = [r for r in rows if r["status"] != "ok"]
+        done[0] += len(batch.jobs)
+        failed = [r for r in rows["transfers"] if r["status"] != "ok"]
         log.info("transfers %d/%d (%s x %d targets) on %s%s", done[0], len(ready), batch.jobs[0].reference_id,
-                 len(batch.jobs), rows[0]["worker"], f"; {len(failed)} failed: {failed[0]['error']}" if failed else "")
+                 len(batch.jobs), rows["transfers"][0]["worker"],
+                 f"; {len(failed)} failed: {failed[0]['error']}" if failed else "")
 
-    pool.map(transfer_batches(ready, batch_size), on_done)
+    def elsewhere(batch: TransferBatch) -> None:
+        result.elsewhere += len(batch.jobs)
+
+    ready = _recover(ready, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"), log)
+    serve_claimed(pool, transfer_batches(ready, batch_size), claims,
+                  lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
+                  sink.flush)
+    sink.flush()
+    return result
+
+
+def metrics_claim(transfer_key: str) -> str:
+    """The claim key of measuring a transfer with the current metrics version."""
+    from mtcore.metrics import METRICS_VERSION
+
+    return hashlib.sha256(f"metrics:{METRICS_VERSION}:{transfer_key}".encode()).hexdigest()
+
+
+@task(name="measure", cache_policy=NONE)
+def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None = None) -> StageResult:
+    """Measure cached transfers that lack a metrics row of the current version (new ones are measured
+    by the transfer stage, next to their frames)."""
+    log = get_run_logger()
+    from mtcore.metrics import METRICS_VERSION
+
+    result = StageResult()
+    sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
+    jobs = plan.metrics_todo if plan.metrics else []
+    batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
+
+    def on_done(batch: MetricsBatch, rows: Rows | Exception) -> None:
+        if isinstance(rows, Exception):
+            log.warning("metrics of %d transfers failed: %s", len(batch.jobs), one_line(rows))
+            return
+        sink.add(rows)
+        log.info("measured %d/%d cached transfers", result.measured, len(jobs))
+
+    def measured_elsewhere(batches: list[MetricsBatch]) -> list[MetricsBatch]:
+        done = metric_keys(out, METRICS_VERSION)
+        return [b for b in batches if all(j.key in done for j in b.jobs)]
+
+    serve_claimed(pool, batches, claims, lambda batch: [metrics_claim(j.key) for j in batch.jobs], measured_elsewhere,
+                  on_done, lambda batch: None, sink.flush)
     sink.flush()
     return result
 
 
 @task(name="record-run", cache_policy=NONE, retries=2, retry_delay_seconds=1)
-def record_run(run_id: str, plan: Plan, inversions: StageResult, transfers: StageResult, started_at: dt.datetime,
-               wall_seconds: float, out: str, workers: list[WorkerStats]) -> RunSummary:
+def record_run(run_id: str, plan: Plan, inversions: StageResult, transfers: StageResult, measured: StageResult,
+               started_at: dt.datetime, wall_seconds: float, out: str, workers: list[WorkerStats]) -> RunSummary:
     """Append the run's row to catalog/runs; the run's summary."""
     summary = RunSummary(
         run_id=run_id, manifest_path=plan.manifest_path, manifest_sha256=plan.manifest_sha256,
         started_at=started_at, finished_at=dt.datetime.now(dt.timezone.utc),
-        inversions_computed=inversions.computed, inversions_cached=len(plan.inversions_cached),
-        transfers_computed=transfers.computed, transfers_cached=len(plan.transfers_cached),
-        failed=inversions.failed + transfers.failed, wall_seconds=round(wall_seconds, 2), out=out,
-        workers=workers, errors=(inversions.errors + transfers.errors)[:20],
+        inversions_computed=inversions.computed, inversions_cached=len(plan.inversions_cached) + inversions.elsewhere,
+        transfers_computed=transfers.computed, transfers_cached=len(plan.transfers_cached) + transfers.elsewhere,
+        failed=inversions.failed + transfers.failed, metrics_computed=transfers.measured + measured.measured,
+        wall_seconds=round(wall_seconds, 2), out=out, workers=workers,
+        errors=(inversions.errors + transfers.errors)[:20],
     )
     append_rows(out, "runs", [summary.catalog_row()])
     return summary

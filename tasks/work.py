@@ -1,28 +1,38 @@
-"""Work done inside a worker that holds the model: one inversion, or one batch of transfers.
+"""Work done inside a worker that holds the model: an inversion, a batch of transfers, or metrics.
 
 Plain functions of a loaded `SVDModel` (no Ray, no Prefect), so they run the same in a Ray actor,
 in a bare loop and in tests. Each writes its artifact into the store (mtcore writes every file
 aside and renames it) and returns the catalog row(s); an exception fails only the row(s) it
-concerns and is recorded as their error.
+concerns and is recorded as their error. Metrics are measured on the mp4 as written (what users
+get), next to the frames; a metric that cannot be computed costs its row, never the transfer.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from mtcore.catalog import store_path
 from mtcore.embedding import load_embedding, save_embedding
 from mtcore.errors import InputError
+from mtcore.frames import signed_to_uint8
 from mtcore.inversion import invert, read_reference
+from mtcore.metrics import timed_metrics
+from mtcore.metrics.appearance import model_encoder
 from mtcore.models import SVDModel
 from mtcore.sampling import transfer
-from mtcore.videoio import read_image, write_mp4
-from tasks.rows import embedding_row, one_line, transfer_row
+from mtcore.videoio import read_frames, read_image, read_video, write_mp4
+from tasks.rows import embedding_row, metrics_row, one_line, transfer_row
 
 if TYPE_CHECKING:  # items are data from the plan; importing it here at run time would be a cycle
-    from tasks.plan import InversionJob, TransferJob
+    from tasks.plan import InversionJob, Rows, TransferJob
+
+log = logging.getLogger(__name__)
 
 
 def run_inversion(model: SVDModel, job: InversionJob, out: Path, worker: str) -> dict:
@@ -34,13 +44,21 @@ def run_inversion(model: SVDModel, job: InversionJob, out: Path, worker: str) ->
         embedding, _ = invert(model, frames, job.config, reference_sha256=job.reference_sha256)
         save_embedding(embedding, out / job.path)
         error = None
+    except InputError as exc:  # the reference itself: say which manifest entry and field
+        error = located(job.where, exc)
     except Exception as exc:  # one failed row, the run goes on
         error = one_line(exc)
-    return embedding_row(job, model.model_id, num_frames, error, time.perf_counter() - t0, worker)
+    return embedding_row(job, num_frames, error, time.perf_counter() - t0, worker)
 
 
-def run_transfers(model: SVDModel, jobs: list[TransferJob], out: Path, worker: str) -> list[dict]:
-    """Sample transfers that share one embedding and config in one UNet call; one row per job."""
+def located(where: str, exc: Exception) -> str:
+    """A user-input error as one line, led by the manifest entry and field it concerns (when known)."""
+    return f"{where}: {one_line(exc)}" if where else one_line(exc)
+
+
+def run_transfers(model: SVDModel, jobs: list[TransferJob], out: Path, worker: str) -> Rows:
+    """Sample transfers that share one embedding and config in one UNet call; a transfers row per job,
+    and a metrics row per video written of the jobs to `measure`."""
     t0 = time.perf_counter()
     errors: dict[int, str] = {}
     images = {}
@@ -55,7 +73,7 @@ def run_transfers(model: SVDModel, jobs: list[TransferJob], out: Path, worker: s
             try:
                 images[i] = read_image(job.target_path, full.height, full.width)
             except InputError as exc:  # one unreadable target fails alone
-                errors[i] = one_line(exc)
+                errors[i] = located(job.where, exc)
         if images:
             order = sorted(images)
             videos = transfer(model, [images[i] for i in order], embedding, config, seeds=[jobs[i].seed for i in order])
@@ -68,4 +86,33 @@ def run_transfers(model: SVDModel, jobs: list[TransferJob], out: Path, worker: s
         message = one_line(exc)
         errors.update({i: errors.get(i, message) for i in range(len(jobs))})
     per_item = (time.perf_counter() - t0) / len(jobs)
-    return [transfer_row(job, model.model_id, errors.get(i), per_item, worker) for i, job in enumerate(jobs)]
+    rows: Rows = {"transfers": [transfer_row(job, errors.get(i), per_item, worker) for i, job in enumerate(jobs)]}
+    to_measure = [j for i, j in enumerate(jobs) if i not in errors and j.measure]
+    if to_measure:
+        rows.update(run_metrics(model, to_measure, out, worker))
+    return rows
+
+
+def run_metrics(model: SVDModel, jobs: list[TransferJob], out: Path, worker: str) -> Rows:
+    """Measure finished transfers (their mp4 in the store); a metrics row for each one measured."""
+    rows = []
+    encoder = model_encoder(model)
+    for job in jobs:
+        try:
+            output = read_frames(out / job.video_path)  # (F, H, W, 3): the video as written
+            f, h, w = output.shape[:3]
+            reference = _reference_frames(job.embedding.reference_path, job.embedding.reference_sha256, f, h, w)
+            target = np.asarray(read_image(job.target_path, h, w))
+            rows.append(metrics_row(job, timed_metrics(reference, output, target, encoder), worker))
+        except Exception as exc:  # no row: `mt evaluate` (or the next run) tries again
+            log.warning("metrics of transfer %s (%s x %s) failed: %s", job.key[:12], job.reference_id, job.target_id,
+                        one_line(exc))
+    return {"metrics": rows}
+
+
+@lru_cache(maxsize=16)
+def _reference_frames(path: str, sha256: str, frames: int, height: int, width: int) -> np.ndarray:
+    """(F, H, W, 3) uint8 reference frames at the output's frame count and size (uniform sampling, as
+    inversion reads them); cached per worker, since every transfer of a reference needs them (`sha256`
+    keys the cache on content)."""
+    return signed_to_uint8(read_video(path, frames, height, width))

@@ -104,3 +104,33 @@ def test_contact_sheet_of_a_run(two_by_two, tmp_path):
     assert "right -> dog (seed 0)" in r.stdout and "left (reference)" in r.stdout
     with Image.open(png) as im:  # 2 references + 4 videos, 8 frames of 64 px each, 2-px gaps
         assert im.size == (8 * 64, 6 * (64 + 2))
+
+
+def test_every_new_transfer_is_measured_and_joins_on_transfer_key(two_by_two):
+    from mtcore.metrics import METRICS_VERSION
+
+    out, first, second, tables = two_by_two
+    metrics = read_table(out, "metrics")
+    assert first.metrics_computed == 4 and second.metrics_computed == 0  # cached transfers keep their metrics
+    assert len(metrics) == 4 and set(metrics.metrics_version) == {METRICS_VERSION}
+    assert set(metrics.transfer_key) == set(tables["transfers"].transfer_key)
+    assert metrics[["transfer_key", "metrics_version"]].drop_duplicates().shape[0] == 4
+    assert metrics.motion_fidelity.between(-1, 1).all() and metrics.psnr_first.notna().all()
+    joined = duckdb.sql(
+        f"SELECT t.reference_id, t.target_id, m.motion_fidelity, m.psnr_first "
+        f"FROM read_parquet('{out}/catalog/transfers/**/*.parquet') t "
+        f"JOIN read_parquet('{out}/catalog/metrics/**/*.parquet') m USING (transfer_key) WHERE t.status = 'ok'"
+    ).fetchall()
+    assert len({(r, t) for r, t, _, _ in joined}) == 4
+
+
+def test_a_new_metrics_version_plans_only_what_it_lacks(two_by_two):
+    from mtcore.manifest import load_manifest
+    from mtcore.metrics import METRICS_VERSION
+    from tasks.plan import plan_run
+
+    out, _, _, _ = two_by_two
+    manifest = load_manifest(next(out.parent.glob("manifest.yaml")))
+    assert plan_run(manifest, out, METRICS_VERSION).metrics_todo == []
+    later = plan_run(manifest, out, METRICS_VERSION + "-next")
+    assert len(later.metrics_todo) == 4 and later.transfers_todo == []

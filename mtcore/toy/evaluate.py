@@ -9,7 +9,8 @@ also gives the target's ground truth). Methods, all on the same pairs and seeds:
 - `ceiling`: the true motion tokens of the reference fed directly (what the model can do at best).
 Measured per pair: trajectory cosine and speed ratio of the target sprite's tracked motion against
 the reference's displacements (0 and 0 when the sprite's colour is not found in the output, so a
-method that loses the sprite is penalised, not skipped), and PSNR of the first output frame
+method that loses the sprite is penalised, not skipped), motion fidelity of the output against the
+reference clip (mtcore.metrics, no ground truth needed), and PSNR of the first output frame
 against the target image.
 """
 
@@ -29,6 +30,7 @@ from mtcore.config import InversionConfig, TransferConfig
 from mtcore.embedding import MotionEmbedding
 from mtcore.frames import uint8_to_signed, unit_to_uint8
 from mtcore.inversion import invert
+from mtcore.metrics.motion import motion_fidelity
 from mtcore.models import SVDModel
 from mtcore.sampling import transfer
 from mtcore.sheet import save_contact_sheet
@@ -105,6 +107,7 @@ def evaluate(
                 "pair": k, "method": method, "motion": pair.reference.motion.kind,
                 "cosine": agreement["cosine"], "speed_ratio": agreement["speed_ratio"],
                 "tracked_steps": agreement["steps"],
+                "motion_fidelity": motion_fidelity(video, pair.reference.frames).score,
                 "first_frame_psnr": psnr(video[0], pair.target.frames[0]),
                 "seconds": time.perf_counter() - t0,
             })
@@ -116,7 +119,7 @@ def evaluate(
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std of each metric per method, overall and per motion type."""
-    metrics = ["cosine", "speed_ratio", "first_frame_psnr"]
+    metrics = ["cosine", "motion_fidelity", "speed_ratio", "first_frame_psnr"]
     overall = df.groupby("method")[metrics].agg(["mean", "std"]).assign(motion="all")
     per_kind = df.groupby(["method", "motion"])[metrics].agg(["mean", "std"]).reset_index(level="motion")
     out = pd.concat([overall, per_kind]).reset_index()

@@ -1,0 +1,181 @@
+"""Claims: at most one run computes a key at a time, even when several runs share one OUT.
+
+Why a claim per key and not one lock per OUT: people share output roots (a nightly dataset, a
+team's evaluation folder), and two runs of different manifests into one OUT should both make
+progress; two runs of the same manifest should split the work, not queue behind each other.
+
+A claim is a file OUT/claims/<key[:2]>/<key>, created with O_CREAT | O_EXCL (atomic on POSIX and
+on NFSv3+), holding who owns it (host, pid, run id). Its owner refreshes its mtime (heartbeat)
+while it works. A claim is stale when its owner is a process on this host that no longer exists,
+or when it has not been refreshed for `ttl` seconds (an owner on another host, or a hung one); a
+stale claim is broken by renaming it aside (atomic: one contender wins) and claiming anew. A run
+releases a claim after the key's rows are in the catalog, so whoever sees a claim disappear can
+trust the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+TTL_SECONDS = 300.0
+HEARTBEAT_SECONDS = 30.0
+
+
+class Claims:
+    """The claims one run holds in OUT, with a heartbeat thread that keeps them fresh."""
+
+    def __init__(self, out: str | os.PathLike, run_id: str, ttl: float = TTL_SECONDS):
+        self.root = Path(out) / "claims"
+        self.run_id, self.ttl = run_id, ttl
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "run_id": run_id}
+        self.held: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, name="claims-heartbeat", daemon=True)
+        self._thread.start()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def claim(self, key: str) -> bool:
+        """Take the claim on `key` (True), or False if another live run holds it."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._break_if_stale(path):
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.owner, f)
+            with self._lock:
+                self.held.add(key)
+            return True
+        return False
+
+    def holder(self, key: str) -> dict | None:
+        """Who holds `key` now (None when nobody, or when the claim is stale)."""
+        path = self.path(key)
+        info = _read(path)
+        if info is None or self._stale(path, info):
+            return None
+        return info
+
+    def release(self, keys) -> None:
+        """Give up claims (after their rows are in the catalog)."""
+        for key in keys:
+            with self._lock:
+                if key not in self.held:
+                    continue
+                self.held.discard(key)
+            self.path(key).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop the heartbeat and release every claim still held."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.release(list(self.held))
+
+    def __enter__(self) -> "Claims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ staleness
+    def _stale(self, path: Path, info: dict) -> bool:
+        if info.get("host") == self.owner["host"] and not _alive(int(info.get("pid", -1))):
+            return True
+        try:
+            return time.time() - path.stat().st_mtime > self.ttl
+        except FileNotFoundError:
+            return True
+
+    def _break_if_stale(self, path: Path) -> bool:
+        info = _read(path)
+        if info is not None and not self._stale(path, info):
+            return False
+        aside = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, aside)  # only one contender's rename succeeds
+        except FileNotFoundError:
+            return True  # already gone: try to claim
+        aside.unlink(missing_ok=True)
+        return True
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                keys = list(self.held)
+            now = time.time()
+            for key in keys:
+                try:
+                    os.utime(self.path(key), (now, now))
+                except FileNotFoundError:
+                    pass
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return {}  # being written, or damaged: judged by its age
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewhere, on_done, on_elsewhere,
+                  commit, poll: float = 2.0) -> None:
+    """Serve the items whose keys this run can claim; wait for the others (another live run holds them),
+    then count each as done elsewhere (its rows are in the catalog) or, if that run gave it up, do it.
+
+    keys_of(item) -> its keys; done_elsewhere(items) -> the subset now done (one catalog read);
+    on_done(item, rows | error) as `pool.map`; on_elsewhere(item) for items another run finished;
+    commit() writes this run's pending rows and so releases their claims: it runs before waiting,
+    or two runs each waiting on the other's uncommitted work would wait forever.
+    Without `claims` (claims off) every item is served.
+    """
+    if claims is None:
+        pool.map(items, on_done)
+        return
+    pending = list(items)
+    while pending:
+        mine, theirs = [], []
+        for item in pending:
+            taken = []
+            for key in keys_of(item):
+                if not claims.claim(key):
+                    claims.release(taken)
+                    theirs.append(item)
+                    break
+                taken.append(key)
+            else:
+                mine.append(item)
+        pool.map(mine, on_done)
+        commit()
+        while any(claims.holder(k) is not None for item in theirs for k in keys_of(item)):
+            time.sleep(poll)
+        finished = done_elsewhere(theirs)
+        for item in finished:
+            on_elsewhere(item)
+        pending = [item for item in theirs if item not in finished]

@@ -1,0 +1,246 @@
+"""Faults a long run on a shared cluster meets: a worker killed mid-item, an item that kills its
+worker every time, a node that leaves, a driver killed mid-run, two runs on one output folder at
+once, and an output folder that cannot be written. Real processes, real signals, real Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mtcore.catalog import read_table
+from tests.conftest import write_manifest
+from tests.test_cli_core import MT
+
+
+def mt_run(manifest: Path, out: Path, home: Path, *extra, wait: bool = True):
+    env = dict(os.environ, PREFECT_HOME=str(home), COLUMNS="150")
+    env.pop("PREFECT_API_URL", None)
+    cmd = [MT, "run", str(manifest), "--out", str(out), "--json", *map(str, extra)]
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def summary_of(stdout: str) -> dict:
+    return json.loads(stdout[stdout.index("{"):])
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """Kill what a killed driver left behind (its Ray processes), so tests do not leak them."""
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == proc.pid:
+                p.kill()
+        except (ProcessLookupError, psutil.Error, PermissionError):
+            pass
+
+
+def worker_processes(method: str = "run") -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if cmdline.startswith(f"ray::ModelWorker.{method}"):
+            found.append(p)
+    return found
+
+
+def assert_each_key_ok_once(out: Path, embeddings: int, transfers: int) -> None:
+    emb, tr = read_table(out, "embeddings"), read_table(out, "transfers")
+    ok_emb, ok_tr = emb[emb.status == "ok"], tr[tr.status == "ok"]
+    assert len(ok_emb) == embeddings and ok_emb.embedding_key.is_unique
+    assert len(ok_tr) == transfers and ok_tr.transfer_key.is_unique
+    for rel in list(ok_emb.path) + list(ok_tr.video_path):
+        assert (out / rel).is_file()
+    assert not list((out / "store").rglob(".*.tmp-*")), "a partial file was left in the store"
+
+
+@pytest.fixture
+def two_by_two_manifest(media, tmp_path, tiny_model_dir):
+    return write_manifest(tmp_path, {"right": media / "right.mp4", "left": media / "left.mp4"},
+                          {"cat": media / "cat.png", "dog": media / "dog.png"}, model=str(tiny_model_dir),
+                          inversion={"steps": 120, "tokens_per_frame": 2})
+
+
+def test_a_worker_killed_mid_inversion_is_restarted_and_its_item_retried(two_by_two_manifest, tmp_path):
+    proc = mt_run(two_by_two_manifest, tmp_path / "out", tmp_path / "home", wait=False)
+    killed = []
+    try:
+        deadline = time.monotonic() + 600
+        while not killed and time.monotonic() < deadline and proc.poll() is None:
+            for p in worker_processes("run"):
+                p.send_signal(signal.SIGKILL)
+                killed.append(p.pid)
+                break
+            time.sleep(0.2)
+        stdout, stderr = proc.communicate(timeout=900)
+    finally:
+        kill_session(proc)
+    assert killed, "never saw a worker serving an item"
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = summary_of(stdout)
+    assert (summary["inversions_computed"], summary["transfers_computed"], summary["failed"]) == (2, 4, 0)
+    (worker,) = summary["workers"]
+    assert worker["model_loads"] == 2  # loaded, killed, restarted: loaded again
+    assert_each_key_ok_once(tmp_path / "out", 2, 4)
+
+
+@dataclass(frozen=True)
+class Poison:
+    """A work item that kills the process serving it, every time."""
+
+    size = 1
+
+    def run(self, model, out, worker):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_poison_item_fails_alone_after_three_tries(prefect_harness, media, tmp_path, tiny_model_dir):
+    import ray.cloudpickle
+
+    from mtcore.config import InversionConfig
+    from mtcore.catalog import store_relpath
+    from tasks.plan import InversionJob, PlannedModel
+    from tasks.pool import PoolConfig, RaySession, WorkerDied, WorkerPool
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need Poison's code
+    model = PlannedModel(str(tiny_model_dir), None, "local:test")
+    config = InversionConfig(steps=2, tokens_per_frame=1)
+    jobs = [InversionJob(key * 64, name, str(media / f"{name}.mp4"), "", store_relpath("embeddings", key * 64),
+                         config, model) for key, name in (("a", "right"), ("b", "left"))]
+    results = {}
+    with RaySession() as session, WorkerPool(session, str(tiny_model_dir), None, str(tmp_path),
+                                             PoolConfig(workers=1)) as pool:
+        pool.map([jobs[0], Poison(), jobs[1]], lambda item, result: results.__setitem__(item, result))
+        (stats,) = pool.stats()
+    assert isinstance(results[Poison()], WorkerDied)
+    assert "worker died 3 times on this item" in str(results[Poison()])
+    for job in jobs:  # the rest of the run completes
+        assert results[job]["embeddings"][0]["status"] == "ok", results[job]
+    assert stats.model_loads == 1 + 3  # the first load, then a restart after each of the three deaths
+
+
+def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, media, tmp_path, tiny_model_dir):
+    from ray.cluster_utils import Cluster
+
+    from flows.bulk import bulk_run
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    leaving = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    manifest = write_manifest(tmp_path, {"right": media / "right.mp4", "left": media / "left.mp4"},
+                              {"cat": media / "cat.png", "dog": media / "dog.png"}, model=str(tiny_model_dir),
+                              inversion={"steps": 120, "tokens_per_frame": 2})
+    out = tmp_path / "out"
+
+    def remove_when_working() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if len(worker_processes("run")) >= 2:  # both workers busy: one of them is on the leaving node
+                cluster.remove_node(leaving)
+                return
+            time.sleep(0.2)
+
+    remover = threading.Thread(target=remove_when_working, daemon=True)
+    remover.start()
+    try:
+        summary = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, workers=2)
+    finally:
+        remover.join(timeout=5)
+        cluster.shutdown()
+    assert leaving not in cluster.worker_nodes  # the node did leave mid-run
+    assert (summary.inversions_computed, summary.transfers_computed, summary.failed) == (2, 4, 0)
+    assert sum(w.model_loads for w in summary.workers) == 3  # the lost node's worker loaded again elsewhere
+    assert_each_key_ok_once(out, 2, 4)
+
+
+def test_a_killed_driver_is_resumed_computing_only_what_is_missing(two_by_two_manifest, tmp_path):
+    out, home = tmp_path / "out", tmp_path / "home"
+    proc = mt_run(two_by_two_manifest, out, home, wait=False)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not list((out / "store" / "embeddings").rglob("*.safetensors")):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)  # the driver only, mid-run: one embedding is made, its row not yet written
+        proc.wait(timeout=60)
+    finally:
+        kill_session(proc)
+    done_before = len(list((out / "store" / "embeddings").rglob("*.safetensors")))
+    assert done_before == 1
+    again = mt_run(two_by_two_manifest, out, home)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = summary_of(again.stdout)
+    assert summary["inversions_computed"] == 2 - done_before and summary["inversions_cached"] == done_before
+    assert summary["transfers_computed"] == 4
+    assert_each_key_ok_once(out, 2, 4)
+
+
+def test_two_runs_on_one_output_folder_share_the_work(two_by_two_manifest, tmp_path):
+    from tasks.claims import Claims
+
+    out = tmp_path / "out"
+    # a stale claim from a killed run (its pid is gone) must not block anyone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    from mtcore.manifest import load_manifest
+    from tasks.plan import plan_run
+
+    first_key = plan_run(load_manifest(two_by_two_manifest), out).inversions_todo[0].key
+    stale = Claims(out, "killed-run").path(first_key)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "run_id": "killed-run"}))
+
+    runs = [mt_run(two_by_two_manifest, out, tmp_path / f"home{i}", wait=False) for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=900) for p in runs]
+    finally:
+        for p in runs:
+            kill_session(p)
+    for p, (stdout, stderr) in zip(runs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    summaries = [summary_of(stdout) for stdout, _ in outputs]
+    assert sum(s["inversions_computed"] for s in summaries) == 2  # no item computed twice
+    assert sum(s["transfers_computed"] for s in summaries) == 4
+    for s in summaries:  # each run ends with everything done, by itself or by the other
+        assert s["inversions_computed"] + s["inversions_cached"] == 2 and s["failed"] == 0
+        assert s["transfers_computed"] + s["transfers_cached"] == 4
+    assert_each_key_ok_once(out, 2, 4)
+    assert not list((out / "claims").rglob("*[0-9a-f]")), "claims left behind"
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(kind, two_by_two_manifest, tmp_path):
+    mount = tmp_path / "mnt"
+    mounted = _mount_tmpfs(mount, "size=1m,ro" if kind == "read-only" else "size=64k")
+    try:
+        if kind == "read-only":
+            out = (mount if mounted else Path("/proc")) / "out"  # /proc: read-only even for root
+            extra = ()
+        else:
+            out = mount / "out" if mounted else tmp_path / "out"
+            extra = ("--min-free-mb", 1 if mounted else 10**9)  # a 64 KiB disk, or a threshold above any disk
+        r = mt_run(two_by_two_manifest, out, tmp_path / "home", *extra)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], capture_output=True)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}") and "Traceback" not in r.stderr
+    assert ("cannot be" in lines[0]) if kind == "read-only" else ("free" in lines[0])
+    assert "Starting temporary server" not in r.stderr  # refused before Prefect (or Ray) started
