@@ -36,6 +36,15 @@ app.command("metrics")(cli_eval.metrics)
 app.command("evaluate")(cli_eval.evaluate)
 app.command("report")(cli_eval.report)
 
+def local_only() -> None:
+    """A local run's Ray listens on loopback only. Ray reads this when it is imported (so before it is):
+    off, Ray takes 127.0.0.1 as the node address and binds its servers there, as it does on macOS and
+    Windows; on, it binds every interface so other nodes can join. Joining a cluster leaves it on."""
+    if "ray" in sys.modules:
+        return  # too late to change Ray's mind; only in-process callers (tests) get here
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 MODEL_HELP = "SVD pipeline: a local diffusers folder or a hub id. Default: the project's built-in CPU model."
 
 
@@ -193,6 +202,8 @@ def run(
     # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
     load_manifest(manifest)
     check_output_root(out, int(min_free_mb * 2**20))
+    if ray_address is None:
+        local_only()
     from flows.bulk import bulk_run
 
     summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
@@ -228,6 +239,8 @@ def serve(
     if not os.environ.get("PREFECT_API_URL"):
         raise InputError("PREFECT_API_URL", "not set: scheduled runs need a Prefect server "
                          "(`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api)")
+    if ray_address is None:
+        local_only()
     from flows.bulk import FLOW_NAME, bulk_run
 
     deployment = name or loaded.name
@@ -256,6 +269,26 @@ def sheet(
     typer.echo(f"wrote {png}: rows top to bottom:")
     for label in labels:
         typer.echo(f"  {label}")
+
+
+@app.command()
+@guarded
+def compact(
+    out: Path = typer.Argument(Path("mt-out"), help="Output root of `mt run`."),
+    rows_per_file: int = typer.Option(1_000_000, help="Rows per compacted part file."),
+) -> None:
+    """Rewrite each catalog table's many small part files as a few large ones (faster plans and queries).
+
+    Safe while runs write and readers read: no row is lost, new parts written meanwhile are kept.
+    """
+    from mtcore.catalog import SCHEMAS, compact as compact_table
+    from mtcore.errors import InputError
+
+    if not (out / "catalog").is_dir():
+        raise InputError(out, "no catalog here: is this the --out of an `mt run`?")
+    for table in SCHEMAS:
+        before, after, rows = compact_table(out, table, rows_per_file)
+        typer.echo(f"{table}: {before} part file(s) -> {after} ({rows} rows rewritten)")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`

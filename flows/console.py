@@ -10,8 +10,10 @@ import typer
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print `error: <message>` on stderr and end the command with `code`."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print `error: <message>` (secrets redacted) on stderr and end the command with `code`."""
+    from mtcore.errors import redact
+
+    typer.secho(f"error: {redact(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -20,13 +22,13 @@ def guarded(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from mtcore.errors import InputError, ProblemsError
+        from mtcore.errors import InputError, ProblemsError, redact
 
         try:
             return command(*args, **kwargs)
         except ProblemsError as exc:
             for line in exc.problems:
-                typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+                typer.secho(f"error: {redact(line)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
         except InputError as exc:
             fail(str(exc))

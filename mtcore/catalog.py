@@ -209,20 +209,32 @@ def _dataset(out: str | os.PathLike, table: str) -> ds.Dataset | None:
     return ds.dataset(folder, format="parquet", schema=schema, ignore_prefixes=[".", "_"])
 
 
+def _read(out: str | os.PathLike, table: str, **scan) -> pa.Table | None:
+    """The table's rows (None when it has no folder). A compaction may replace part files between
+    listing and reading them: the read is then simply done again on the new listing."""
+    for attempt in range(5):
+        dataset = _dataset(out, table)
+        if dataset is None:
+            return None
+        try:
+            return dataset.to_table(**scan)
+        except OSError as exc:  # pyarrow raises FileNotFoundError, or an OSError that says so
+            vanished = isinstance(exc, FileNotFoundError) or "No such file" in str(exc)
+            if not vanished or attempt == 4:
+                raise
+    return None
+
+
 def read_table(out: str | os.PathLike, table: str) -> pd.DataFrame:
     """All rows of a catalog table (empty, with the table's columns, if none were written)."""
-    dataset = _dataset(out, table)
-    data = dataset.to_table() if dataset is not None else _schema(table).empty_table()
-    return data.to_pandas()
+    data = _read(out, table)
+    return (data if data is not None else _schema(table).empty_table()).to_pandas()
 
 
 def metric_keys(out: str | os.PathLike, version: str) -> set[str]:
     """Transfer keys that have a metrics row of this metrics version."""
-    dataset = _dataset(out, "metrics")
-    if dataset is None:
-        return set()
-    keys = dataset.to_table(columns=["transfer_key"], filter=ds.field("metrics_version") == version)
-    return set(keys.column("transfer_key").to_pylist())
+    data = _read(out, "metrics", columns=["transfer_key"], filter=ds.field("metrics_version") == version)
+    return set(data.column("transfer_key").to_pylist()) if data is not None else set()
 
 
 def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
@@ -232,12 +244,49 @@ def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
     """
     if table not in _KEY_COLUMN:
         raise ValueError(f"ok_keys: table must be embeddings or transfers, got {table!r}")
-    dataset = _dataset(out, table)
-    if dataset is None:
-        return set()
     column = _KEY_COLUMN[table]
-    keys = dataset.to_table(columns=[column], filter=ds.field("status") == "ok").column(column)
-    return set(keys.to_pylist())
+    data = _read(out, table, columns=[column], filter=ds.field("status") == "ok")
+    return set(data.column(column).to_pylist()) if data is not None else set()
+
+
+def part_files(out: str | os.PathLike, table: str) -> list[Path]:
+    """The table's committed part files."""
+    _schema(table)
+    folder = Path(out) / "catalog" / table
+    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+
+def compact(out: str | os.PathLike, table: str, rows_per_file: int = 1_000_000) -> tuple[int, int, int]:
+    """Rewrite a table's part files as a few large ones; (files before, files after, rows).
+
+    Never loses a row and is safe beside readers and writers: it reads a snapshot of the part files
+    there now, writes their rows as new parts (atomically, as any part), and only then deletes
+    exactly that snapshot; parts appended meanwhile are untouched. Between the two steps a reader may
+    see a row twice (the catalogs' readers keep the latest row per key and retry a read whose file
+    vanished). One compaction of a table at a time (an OS lock, released if the process dies).
+    """
+    import fcntl
+
+    folder = Path(out) / "catalog" / table
+    if not folder.is_dir():
+        return 0, 0, 0
+    with open(folder / ".compact.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        snapshot = part_files(out, table)
+        if len(snapshot) <= 1:
+            return len(snapshot), len(snapshot), 0
+        data = ds.dataset(snapshot, format="parquet", schema=_schema(table)).to_table()
+        data = data.sort_by([("created_at", "ascending")])
+        written = []
+        for start in range(0, max(1, data.num_rows), rows_per_file):
+            chunk = data.slice(start, rows_per_file)
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            path = folder / f"part-{stamp}-compact-{uuid.uuid4().hex[:8]}.parquet"
+            written.append(atomic_write(path, lambda tmp, c=chunk: pq.write_table(c, tmp, compression="zstd"),
+                                        suffix=".tmp"))
+        for old in snapshot:
+            old.unlink(missing_ok=True)
+        return len(snapshot), len(part_files(out, table)), data.num_rows
 
 
 __all__ = [
@@ -252,4 +301,6 @@ __all__ = [
     "append_rows",
     "read_table",
     "ok_keys",
+    "part_files",
+    "compact",
 ]

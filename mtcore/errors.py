@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from typing import Iterable
 
 
@@ -45,3 +47,20 @@ def did_you_mean(word: object, options: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest option, or '' when none is close."""
     close = difflib.get_close_matches(str(word), sorted(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@")
+
+
+def redact(text: str) -> str:
+    """`text` without secrets: credentials in URLs (scheme://user:password@host) and the values of
+    environment variables whose names say they are secrets (HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...).
+
+    Applied to every error and path the pipeline writes into catalogs and logs.
+    """
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
+            text = text.replace(value, "***")
+    return text

@@ -235,6 +235,8 @@ def read_image(path: str | os.PathLike, height: int | None = None, width: int | 
             im.seek(0)  # an animated image: its first frame
             im.load()
             img = to_rgb(ImageOps.exif_transpose(im))
+    except InputError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InputError(p, f"unreadable image (not an image Pillow can read: {type(exc).__name__})") from None
     except (OSError, ValueError, SyntaxError) as exc:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 import ray
+import ray.util.scheduling_strategies
 
 from tasks.results import WorkerStats
 
@@ -154,7 +155,10 @@ class WorkerPool:
                                    "scheduling_strategy": "SPREAD"}
         if gpus > 0:
             options["num_gpus"] = gpus
-        self.load_log = LoadLog.remote()
+        # the log lives on the driver's node: a worker node may leave, the driver's goes with the run anyway
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                           soft=False)
+        self.load_log = LoadLog.options(scheduling_strategy=here).remote()
         self.actors = [
             ModelWorker.options(**options).remote(self.model, self.revision, config.device, config.dtype, int(cpus),
                                                   self.out, self.load_log)

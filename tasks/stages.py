@@ -18,6 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mtcore.catalog import append_rows, metric_keys, ok_keys, store_path
+from mtcore.errors import redact
 from mtcore.fileio import remove_stale_temporaries
 from mtcore.manifest import load_manifest
 from tasks.claims import Claims, serve_claimed
@@ -51,6 +52,9 @@ class RowSink:
         for table, table_rows in rows.items():
             for row in table_rows:
                 row["run_id"] = self.run_id
+                for column, value in row.items():  # no secrets in catalogs (tokens in paths, URLs, errors)
+                    if isinstance(value, str):
+                        row[column] = redact(value)
                 if table == "metrics":
                     self.result.measured += 1
                 elif row["status"] == "ok":
@@ -243,7 +247,7 @@ def record_run(run_id: str, plan: Plan, inversions: StageResult, transfers: Stag
                started_at: dt.datetime, wall_seconds: float, out: str, workers: list[WorkerStats]) -> RunSummary:
     """Append the run's row to catalog/runs; the run's summary."""
     summary = RunSummary(
-        run_id=run_id, manifest_path=plan.manifest_path, manifest_sha256=plan.manifest_sha256,
+        run_id=run_id, manifest_path=redact(plan.manifest_path), manifest_sha256=plan.manifest_sha256,
         started_at=started_at, finished_at=dt.datetime.now(dt.timezone.utc),
         inversions_computed=inversions.computed, inversions_cached=len(plan.inversions_cached) + inversions.elsewhere,
         transfers_computed=transfers.computed, transfers_cached=len(plan.transfers_cached) + transfers.elsewhere,

@@ -155,3 +155,22 @@ def test_duckdb_and_pandas_read_catalog_without_project_code(tmp_path):
     df = pd.read_parquet(tmp_path / "catalog" / "transfers")
     assert sorted(df["seed"]) == [3, 3, 7]
     assert pa.types.is_timestamp(pa.Schema.from_pandas(df).field("created_at").type)
+
+
+def test_compaction_keeps_every_row_and_later_appends(tmp_path):
+    rows = [transfer_row(f"{i:02x}" + "0" * 62, "ok" if i % 3 else "failed") for i in range(60)]
+    for i in range(0, 60, 5):  # 12 small parts, as a long run leaves them
+        append_rows(tmp_path, "transfers", rows[i : i + 5])
+    before = read_table(tmp_path, "transfers")
+    from mtcore.catalog import compact, part_files
+
+    assert compact(tmp_path, "transfers", rows_per_file=25) == (12, 3, 60)
+    after = read_table(tmp_path, "transfers")
+    key = ["transfer_key", "status"]
+    assert sorted(map(tuple, after[key].values)) == sorted(map(tuple, before[key].values))
+    assert ok_keys(tmp_path, "transfers") == {r["transfer_key"] for r in rows if r["status"] == "ok"}
+    append_rows(tmp_path, "transfers", [transfer_row("ff" + "1" * 62)])  # writers go on appending
+    assert len(part_files(tmp_path, "transfers")) == 4 and len(read_table(tmp_path, "transfers")) == 61
+    assert compact(tmp_path, "transfers")[1:] == (1, 61)
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/catalog/transfers/**/*.parquet')").fetchall()
+    assert n == [(61,)]
