@@ -24,6 +24,8 @@ from tasks.results import RunSummary, StageResult
 from tasks.stages import invert_stage, metrics_stage, plan_stage, record_run, transfer_stage
 
 FLOW_NAME = "bulk-run"
+DEFAULT_INVERSION_BATCH = 4
+"""References inverted together per worker call when not given (measured: see benchmarks/bench_core.py)."""
 
 
 @flow(name=FLOW_NAME)
@@ -37,6 +39,7 @@ def bulk_run(
     device: str | None = None,
     dtype: str | None = None,
     min_free_mb: float = 256.0,
+    inversion_batch: int | None = None,
 ) -> RunSummary:
     """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
 
@@ -54,7 +57,7 @@ def bulk_run(
         for model in plan.models:
             part = plan.for_model(model)
             with WorkerPool(session, model.model, model.revision, out, pool_config) as pool:
-                inverted = invert_stage(pool, part, out, run_id, claims)
+                inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or DEFAULT_INVERSION_BATCH)
                 transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
                 measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
                 inversions = inversions.merge(inverted)

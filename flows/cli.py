@@ -186,6 +186,9 @@ def run(
     gpus_per_worker: float = typer.Option(0.0, help="num_gpus each model worker requests (0 = CPU workers)."),
     workers: Optional[int] = typer.Option(None, help="Model workers (default: one per GPU, or 1 on CPU)."),
     batch_size: int = typer.Option(4, help="Targets sharing an embedding sampled in one UNet call."),
+    inversion_batch: Optional[int] = typer.Option(None, help="References sharing a config inverted together in one "
+                                                             "UNet call per step (not part of any key: a batch gives "
+                                                             "the same embeddings). Default: 4."),
     device: Optional[str] = typer.Option(None, help="torch device in workers (default: cuda if visible, else cpu)."),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON object on stdout."),
@@ -207,7 +210,8 @@ def run(
     from flows.bulk import bulk_run
 
     summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                       workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb)
+                       workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
+                       inversion_batch=inversion_batch)
     print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)

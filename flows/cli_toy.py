@@ -47,8 +47,12 @@ def toy_eval(
     steps: int = typer.Option(300, help="Inversion steps (default settings otherwise)."),
     sample_steps: int = typer.Option(25, help="Sampling steps."),
     out: Path = typer.Option(Path("toy-eval"), help="Folder for the Parquet results and contact sheets."),
+    families: Optional[str] = typer.Option(None, help="Comma-separated families (toy, photo_sprite, camera); "
+                                                      "default: those the model was trained on."),
+    methods: str = typer.Option("mti,stock,random,ceiling", help="Comma-separated methods to run."),
 ) -> None:
-    """Motion-textual inversion vs baselines (stock, random) and the ceiling (true motion) on held-out pairs."""
+    """Motion-textual inversion vs baselines (stock, random) and the ceiling (true motion) on held-out pairs,
+    per content family and motion kind."""
     import pandas as pd
 
     from mtcore.config import InversionConfig, TransferConfig
@@ -59,6 +63,8 @@ def toy_eval(
     bar, advance = progress_bar("toy eval (pairs)", pairs)
     with bar:
         df, videos = evaluate(svd, pairs, seed, InversionConfig(steps=steps), TransferConfig(steps=sample_steps),
+                              methods=tuple(methods.split(",")),
+                              families=tuple(families.split(",")) if families else None,
                               progress=lambda k, n, kind: advance(k, n))
     table, written = write_results(df, videos, out, svd.model_id, seed)
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.precision", 3):

@@ -121,32 +121,53 @@ def invert(
     The frames must have the config's frame count and size (unset ones: the model's defaults), as
     `read_reference` returns them. Only the embedding has gradients; every random draw comes from
     a CPU generator seeded with `config.seed`, so a run is deterministic for a seed on a given device.
+    (`invert_batch` with one reference.)
+    """
+    return invert_batch(model, [frames], config, [reference_sha256], progress, eval_draws)[0]
+
+
+def invert_batch(
+    model: SVDModel,
+    references: list[torch.Tensor],
+    config: InversionConfig = InversionConfig(),
+    reference_sha256s: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    eval_draws: int = 4,
+) -> list[tuple[MotionEmbedding, InversionStats]]:
+    """Invert k references at once: one UNet forward/backward per step for all of them.
+
+    Each reference keeps its own embedding, its own generator (seeded with `config.seed`, as alone)
+    and so its own draws; the k losses are summed, and since nothing in the UNet mixes batch items,
+    each embedding gets exactly the gradient it would get alone: a batch gives each reference the
+    embedding it would get by itself (up to float rounding of the batched kernels; a test checks).
+    AdamW is elementwise, so one optimiser over the stacked (k, F + 1, N, D) parameter is k optimisers.
     """
     validate_config(config, "inversion")
     full = model.resolve(config)
     expected = (full.num_frames, 3, full.height, full.width)
-    if tuple(frames.shape) != expected:
-        raise InputError("reference frames", f"shape {tuple(frames.shape)}, but the inversion config asks for "
-                                             f"(F, 3, H, W) = {expected}; read them with read_reference()")
+    for frames in references:
+        if tuple(frames.shape) != expected:
+            raise InputError("reference frames", f"shape {tuple(frames.shape)}, but the inversion config asks for "
+                                                 f"(F, 3, H, W) = {expected}; read them with read_reference()")
     t0 = time.perf_counter()
-    num_frames, n = frames.shape[0], config.tokens_per_frame
-    gen = torch.Generator().manual_seed(config.seed)
+    k, num_frames, n = len(references), expected[0], config.tokens_per_frame
+    gens = [torch.Generator().manual_seed(config.seed) for _ in references]
 
-    # Frozen inputs, computed once: x0 latents (1, F, C, h, w) and the CLIP frame embeddings (F, D).
-    x0 = video_latents(model, frames).float()
-    frame_embeds = clip_embed(model, signed_to_pil(frames)).float()
-    tokens = initial_tokens(frame_embeds, n, config.init, config.init_noise, gen)  # (F+1, N, D)
-    param = torch.nn.Parameter(tokens.to(model.device, torch.float32))
+    # Frozen inputs, computed once per reference: x0 latents (1, F, C, h, w), CLIP frame embeddings (F, D).
+    x0s = [video_latents(model, frames).float() for frames in references]
+    tokens = [initial_tokens(clip_embed(model, signed_to_pil(frames)).float(), n, config.init, config.init_noise, gen)
+              for frames, gen in zip(references, gens)]  # k x (F+1, N, D)
+    param = torch.nn.Parameter(torch.stack(tokens).to(model.device, torch.float32))  # (k, F+1, N, D)
 
-    draws = fixed_draws(tuple(x0.shape), eval_draws, config.seed + 1, config.p_mean, config.p_std)
-    loss_before = denoising_loss(model, frames, param.detach(), draws, config)
+    draws = fixed_draws(tuple(x0s[0].shape), eval_draws, config.seed + 1, config.p_mean, config.p_std)
+    losses_before = [denoising_loss(model, frames, param[i].detach(), draws, config) for i, frames in enumerate(references)]
 
     opt = torch.optim.AdamW([param], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, config.warmup_steps))
     b = config.batch_size
-    ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, b)
-    x0_b = x0.expand(b, -1, -1, -1, -1)
-    first = frames[:1].expand(b, -1, -1, -1)
+    ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, k * b)
+    x0_b = torch.cat([x0.expand(b, -1, -1, -1, -1) for x0 in x0s])  # (k*b, F, C, h, w)
+    first = torch.cat([frames[:1].expand(b, -1, -1, -1) for frames in references])  # (k*b, 3, H, W)
     autocast = (
         torch.autocast(model.device.type, dtype=torch.bfloat16)
         if config.autocast_bf16
@@ -158,34 +179,42 @@ def invert(
     try:
         with model.routing.route(num_frames, n):
             for step in range(config.steps):
-                sigma = (config.p_mean + config.p_std * torch.randn(b, generator=gen)).exp()
-                noise = torch.randn(tuple(x0_b.shape), generator=gen)
-                cond_sigma = (config.cond_p_mean + config.cond_p_std * torch.randn(b, generator=gen)).exp()
-                cond_noise = torch.randn(tuple(first.shape), generator=gen)
-                sigma, noise = sigma.to(model.device), noise.to(model.device)
+                # each reference's draws from its own generator, in the order a lone inversion draws them
+                sigma, noise, cond_sigma, cond_noise = [], [], [], []
+                for gen in gens:
+                    sigma.append((config.p_mean + config.p_std * torch.randn(b, generator=gen)).exp())
+                    noise.append(torch.randn((b, *x0_b.shape[1:]), generator=gen))
+                    cond_sigma.append((config.cond_p_mean + config.cond_p_std * torch.randn(b, generator=gen)).exp())
+                    cond_noise.append(torch.randn((b, *first.shape[1:]), generator=gen))
+                sigma, noise = torch.cat(sigma).to(model.device), torch.cat(noise).to(model.device)
+                cond_sigma, cond_noise = torch.cat(cond_sigma), torch.cat(cond_noise)
                 cond = first_frame_latent(model, first + cond_sigma.view(-1, 1, 1, 1) * cond_noise)
-                hidden = param.reshape(1, -1, param.shape[-1]).expand(b, -1, -1)
+                hidden = param.reshape(k, 1, -1, param.shape[-1]).expand(k, b, -1, -1).reshape(k * b, -1, param.shape[-1])
                 with autocast:
                     d = edm_denoise(model, x0_b + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
-                loss = weighted_loss(d.float(), x0_b, sigma)
+                losses = [weighted_loss(d[i * b:(i + 1) * b].float(), x0_b[i * b:(i + 1) * b], sigma[i * b:(i + 1) * b])
+                          for i in range(k)]
+                loss = torch.stack(losses).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"inversion diverged at step {step + 1} (loss {loss.item()})")
+                values = [value.item() for value in losses]
+                if not all(math.isfinite(v) for v in values):
+                    raise FloatingPointError(f"inversion diverged at step {step + 1} (losses {values})")
                 if progress is not None:
-                    progress(step + 1, config.steps, loss.item())
+                    progress(step + 1, config.steps, sum(values) / k)
     finally:
         if config.gradient_checkpointing and not was_ckpt:
             model.unet.disable_gradient_checkpointing()
 
-    tokens = param.detach().float().cpu()
-    loss_after = denoising_loss(model, frames, tokens, draws, config)
-    emb = MotionEmbedding(
-        tokens=tokens,
-        model_id=model.model_id,
-        reference_sha256=reference_sha256,
-        inversion_config=config_to_dict(config),
-    )
-    return emb, InversionStats(loss_before, loss_after, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    shas = reference_sha256s or [""] * k
+    results = []
+    for i, frames in enumerate(references):
+        final = param[i].detach().float().cpu()
+        emb = MotionEmbedding(tokens=final, model_id=model.model_id, reference_sha256=shas[i],
+                              inversion_config=config_to_dict(config))
+        stats = InversionStats(losses_before[i], denoising_loss(model, frames, final, draws, config), seconds / k)
+        results.append((emb, stats))
+    return results

@@ -69,6 +69,23 @@ class InversionJob:
 
 
 @dataclass(frozen=True)
+class InversionBatch:
+    """Inversions that share model and config, optimised together in one UNet call per step."""
+
+    jobs: tuple[InversionJob, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.jobs)
+
+    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
+        """Invert the batch on a loaded model (inside a worker); one embeddings row per job."""
+        from tasks.work import run_inversions
+
+        return {"embeddings": run_inversions(model, list(self.jobs), Path(out), worker)}
+
+
+@dataclass(frozen=True)
 class TransferJob:
     """One video: a motion embedding applied to a target image with a seed."""
 

@@ -22,7 +22,7 @@ from mtcore.errors import redact
 from mtcore.fileio import remove_stale_temporaries
 from mtcore.manifest import load_manifest
 from tasks.claims import Claims, serve_claimed
-from tasks.plan import InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run
+from tasks.plan import InversionBatch, InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run
 from tasks.pool import WorkerPool
 from tasks.results import RunSummary, StageResult, WorkerStats
 from tasks.rows import embedding_row, one_line, transfer_row
@@ -108,34 +108,44 @@ def _available(out: str, table: str):
 
 
 @task(name="invert", cache_policy=NONE)
-def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None = None) -> StageResult:
-    """Invert every missing embedding on the pool; record one row per attempt."""
+def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None = None,
+                 batch_size: int = 1) -> StageResult:
+    """Invert every missing embedding on the pool, `batch_size` references per UNet call; one row per attempt."""
     log = get_run_logger()
     result = StageResult(ok_keys={j.key for j in plan.inversions_cached})
     sink = RowSink(out, "embeddings", result, run_id, claims)
     sink.add({"embeddings": [embedding_row(job, None, error, 0.0, "plan") for job, error in plan.failed_inversions]})
     done = [0]
 
-    def on_done(job: InversionJob, rows: Rows | Exception) -> None:
+    def on_done(batch: InversionBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
-            rows = {"embeddings": [embedding_row(job, None, one_line(rows), 0.0, "lost")]}
+            rows = {"embeddings": [embedding_row(job, None, one_line(rows), 0.0, "lost") for job in batch.jobs]}
         sink.add(rows)
-        done[0] += 1
-        row = rows["embeddings"][0]
-        log.info("inversion %d/%d %s: %s in %.1f s on %s%s", done[0], len(plan.inversions_todo), job.reference_id,
-                 row["status"], row["seconds"], row["worker"], f" ({row['error']})" if row["error"] else "")
+        for job, row in zip(batch.jobs, rows["embeddings"]):
+            done[0] += 1
+            log.info("inversion %d/%d %s: %s in %.1f s on %s%s", done[0], len(plan.inversions_todo), job.reference_id,
+                     row["status"], row["seconds"], row["worker"], f" ({row['error']})" if row["error"] else "")
 
-    def elsewhere(job: InversionJob) -> None:
-        result.ok_keys.add(job.key)
-        result.elsewhere += 1
-        log.info("inversion %s: made by another run sharing %s", job.reference_id, out)
+    def elsewhere(batch: InversionBatch) -> None:
+        for job in batch.jobs:
+            result.ok_keys.add(job.key)
+            result.elsewhere += 1
+            log.info("inversion %s: made by another run sharing %s", job.reference_id, out)
 
     todo = _recover(plan.inversions_todo, "embeddings", out, claims, sink,
                     lambda job: embedding_row(job, None, None, 0.0, "recovered"), log)
-    serve_claimed(pool, todo, claims, lambda job: [job.key], _available(out, "embeddings"),
-                  on_done, elsewhere, sink.flush)
+    serve_claimed(pool, inversion_batches(todo, batch_size), claims, lambda batch: [j.key for j in batch.jobs],
+                  _available(out, "embeddings"), on_done, elsewhere, sink.flush)
     sink.flush()
     return result
+
+
+def inversion_batches(jobs: list[InversionJob], batch_size: int) -> list[InversionBatch]:
+    """Group inversions that share a config (one UNet call per step) and cut groups into batches."""
+    groups: dict = defaultdict(list)
+    for job in jobs:
+        groups[job.config].append(job)
+    return [InversionBatch(tuple(g[i : i + batch_size])) for g in groups.values() for i in range(0, len(g), batch_size)]
 
 
 def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowSink, row_fn, log) -> list:

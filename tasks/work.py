@@ -21,7 +21,7 @@ from mtcore.catalog import store_path
 from mtcore.embedding import load_embedding, save_embedding
 from mtcore.errors import InputError
 from mtcore.frames import signed_to_uint8
-from mtcore.inversion import invert, read_reference
+from mtcore.inversion import invert_batch, read_reference
 from mtcore.metrics import timed_metrics
 from mtcore.metrics.appearance import model_encoder
 from mtcore.models import SVDModel
@@ -37,18 +37,34 @@ log = logging.getLogger(__name__)
 
 def run_inversion(model: SVDModel, job: InversionJob, out: Path, worker: str) -> dict:
     """Invert one reference video into OUT/<job.path>; returns its embeddings row."""
+    return run_inversions(model, [job], out, worker)[0]
+
+
+def run_inversions(model: SVDModel, jobs: list[InversionJob], out: Path, worker: str) -> list[dict]:
+    """Invert references that share a config together (mtcore.inversion.invert_batch), each into its
+    OUT/<job.path>; one embeddings row per job. An unreadable reference fails alone."""
     t0 = time.perf_counter()
-    num_frames = model.resolve(job.config).num_frames
+    if len({j.config for j in jobs}) != 1:
+        raise ValueError("an inversion batch must share one config")
+    config = jobs[0].config
+    num_frames = model.resolve(config).num_frames
+    errors: dict[int, str] = {}
+    frames = {}
+    for i, job in enumerate(jobs):
+        try:
+            frames[i] = read_reference(model, job.reference_path, config)
+        except InputError as exc:  # the reference itself: say which manifest entry and field
+            errors[i] = located(job.where, exc)
+    order = sorted(frames)
     try:
-        frames = read_reference(model, job.reference_path, job.config)
-        embedding, _ = invert(model, frames, job.config, reference_sha256=job.reference_sha256)
-        save_embedding(embedding, out / job.path)
-        error = None
-    except InputError as exc:  # the reference itself: say which manifest entry and field
-        error = located(job.where, exc)
-    except Exception as exc:  # one failed row, the run goes on
-        error = one_line(exc)
-    return embedding_row(job, num_frames, error, time.perf_counter() - t0, worker)
+        if order:
+            results = invert_batch(model, [frames[i] for i in order], config, [jobs[i].reference_sha256 for i in order])
+            for i, (embedding, _) in zip(order, results):
+                save_embedding(embedding, out / jobs[i].path)
+    except Exception as exc:  # the optimisation failed (e.g. diverged): every inversion of the batch fails
+        errors.update({i: one_line(exc) for i in order})
+    per_item = (time.perf_counter() - t0) / len(jobs)
+    return [embedding_row(job, num_frames, errors.get(i), per_item, worker) for i, job in enumerate(jobs)]
 
 
 def located(where: str, exc: Exception) -> str:

@@ -82,3 +82,19 @@ def test_gpu_memory_options_run_and_agree(tiny_model, reference_video):
     bf16, stats = invert(tiny_model, frames, InversionConfig(**{**base.__dict__, "autocast_bf16": True}))
     assert bf16.tokens.dtype == torch.float32 and torch.isfinite(bf16.tokens).all()
     assert not torch.equal(bf16.tokens, plain.tokens)  # autocast really changed the arithmetic
+
+
+def test_a_batch_gives_each_reference_the_embedding_it_would_get_alone(tiny_model):
+    from mtcore.inversion import invert_batch
+
+    g = torch.Generator().manual_seed(0)
+    references = [torch.rand(8, 3, 64, 64, generator=g) * 2 - 1 for _ in range(3)]
+    cfg = InversionConfig(steps=12, tokens_per_frame=2, warmup_steps=3, seed=4, batch_size=2)
+    alone = [invert(tiny_model, r, cfg)[0].tokens for r in references]
+    batched = invert_batch(tiny_model, references, cfg, ["a", "b", "c"])
+    for single, (emb, stats) in zip(alone, batched):
+        assert torch.allclose(single, emb.tokens, atol=1e-4), (single - emb.tokens).abs().max()
+        assert stats.loss_after < stats.loss_before
+    assert [emb.reference_sha256 for emb, _ in batched] == ["a", "b", "c"]
+    # they are three different embeddings, not one broadcast
+    assert not torch.allclose(batched[0][0].tokens, batched[1][0].tokens, atol=1e-3)

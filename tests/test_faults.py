@@ -167,7 +167,7 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
 
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(two_by_two_manifest, tmp_path):
     out, home = tmp_path / "out", tmp_path / "home"
-    proc = mt_run(two_by_two_manifest, out, home, wait=False)
+    proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not list((out / "store" / "embeddings").rglob("*.safetensors")):

@@ -100,35 +100,56 @@ class Scene:
     """(F-1,) log scale change of the content per step (> 0 zooming in); 0 unless zoom."""
     sprite: Sprite | None = None
     """The sprite, for sprite families."""
+    motion: object = None
+    """What moves it (a toy Motion, or a CameraMotion): `sample_scene(..., like=scene)` moves new content alike."""
 
     @property
     def kind_index(self) -> int:
         return KINDS.index(self.kind)
 
 
+@dataclass(frozen=True)
+class CameraMotion:
+    """A camera scene's motion: a pan of the content by `velocity` px/frame, or a zoom by `step` per frame."""
+
+    kind: str
+    """"pan" or "zoom"."""
+    velocity: tuple[float, float] = (0.0, 0.0)
+    """Content displacement per frame (pan), output px."""
+    step: float = 0.0
+    """Log scale change of the content per frame (zoom; > 0 in)."""
+
+
 def sample_scene(rng: np.random.Generator, cfg: SceneConfig, family: str | None = None,
-                 kind: str | None = None) -> Scene:
-    """A random scene of `family` (None: by cfg.family_weights) and `kind` (None: uniform in the family)."""
+                 kind: str | None = None, like: Scene | None = None) -> Scene:
+    """A random scene of `family` (None: by cfg.family_weights) and `kind` (None: uniform in the family).
+
+    With `like`, new content (appearance, background, start, photo) moving exactly as `like` does:
+    the target of an evaluation pair, whose ground truth is the reference's motion.
+    """
+    if like is not None:
+        family, kind = like.family, like.kind
     if family is None:
         weights = np.asarray(cfg.family_weights, float)
         family = str(rng.choice(FAMILIES, p=weights / weights.sum()))
     if family == "toy":
-        return toy_scene(rng, cfg, kind)
+        return toy_scene(rng, cfg, kind, like)
     if family == "photo_sprite":
-        return photo_sprite_scene(rng, cfg, kind)
+        return photo_sprite_scene(rng, cfg, kind, like)
     if family == "camera":
-        return camera_scene(rng, cfg, kind)
+        return camera_scene(rng, cfg, kind, like)
     raise InputError("family", f"must be one of {FAMILIES}, got {family!r}")
 
 
 # ---------------------------------------------------------------- toy
 
 
-def toy_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None) -> Scene:
+def toy_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None, like: Scene | None = None) -> Scene:
     """The original world at cfg.size."""
-    clip = render(sample_appearance(rng, cfg.toy_world()), sample_motion(rng, cfg.toy_world(), kind),
-                  sample_start(rng, cfg.toy_world()), cfg.toy_world())
-    return toy_scene_from_clip(clip)
+    world = cfg.toy_world()
+    appearance = sample_appearance(rng, world)
+    motion = like.motion if like is not None else sample_motion(rng, world, kind)
+    return toy_scene_from_clip(render(appearance, motion, sample_start(rng, world), world))
 
 
 def toy_scene_from_clip(clip) -> Scene:
@@ -136,7 +157,7 @@ def toy_scene_from_clip(clip) -> Scene:
     f = len(clip.frames)
     look = _sprite_at(clip.frames[0].astype(np.float64), clip.start, clip.appearance.radius, _toy_mask(clip.appearance))
     sprite = Sprite(*look, start=clip.start, colours=clip.appearance.colours)
-    return Scene(clip.frames, "toy", clip.motion.kind, True, clip.displacements, np.zeros(f - 1), sprite)
+    return Scene(clip.frames, "toy", clip.motion.kind, True, clip.displacements, np.zeros(f - 1), sprite, clip.motion)
 
 
 def _toy_mask(appearance: Appearance):
@@ -146,7 +167,8 @@ def _toy_mask(appearance: Appearance):
 # ---------------------------------------------------------------- photo sprites
 
 
-def photo_sprite_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None) -> Scene:
+def photo_sprite_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None,
+                       like: Scene | None = None) -> Scene:
     """A drawn or photo sprite over a background of any brightness and texture; wrapping or not."""
     S, F, ss = cfg.size, cfg.frames, cfg.supersample
     kind = str(rng.choice(SPRITE_KINDS)) if kind is None else kind
@@ -154,8 +176,15 @@ def photo_sprite_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | N
         raise InputError("kind", f"photo_sprite scenes move by one of {SPRITE_KINDS}, got {kind!r}")
     background = _background(rng, cfg)  # (S, S, 3) float
     radius = float(np.exp(rng.uniform(*np.log(cfg.sprite_radius_range))))  # log-uniform: small ones are common
-    wraps = bool(rng.random() < 0.5)
-    motion, start = _motion_and_start(rng, cfg, kind, radius, wraps)
+    if like is not None:  # the same motion: a sprite small enough for it to stay inside when it does not wrap
+        wraps, motion = like.wrap, like.motion
+        start = sample_start(rng, cfg.toy_world()) if wraps else _fitting_start(rng, motion, radius, S, F)
+        while start is None:
+            radius *= 0.8
+            start = _fitting_start(rng, motion, radius, S, F)
+    else:
+        wraps = bool(rng.random() < 0.5)
+        motion, start = _motion_and_start(rng, cfg, kind, radius, wraps)
     positions = motion.positions(start, F)  # (F, 2), unwrapped
 
     shape = str(rng.choice(("disc", "square", "diamond", "triangle", "cross")))
@@ -188,7 +217,7 @@ def photo_sprite_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | N
     frames = np.clip(np.round(np.stack(frames)), 0, 255).astype(np.uint8)
     look = _sprite_at(frames[0].astype(np.float64), (float(positions[0, 0]), float(positions[0, 1])), radius, inside_fn)
     sprite = Sprite(*look, start=(float(positions[0, 0]), float(positions[0, 1])), colours=colours)
-    return Scene(frames, "photo_sprite", kind, wraps, np.diff(positions, axis=0), np.zeros(F - 1), sprite)
+    return Scene(frames, "photo_sprite", kind, wraps, np.diff(positions, axis=0), np.zeros(F - 1), sprite, motion)
 
 
 def _background(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
@@ -251,14 +280,22 @@ def _motion_and_start(rng: np.random.Generator, cfg: SceneConfig, kind: str, rad
     motion = sample_motion(rng, world, kind)
     if wraps:
         return motion, sample_start(rng, world)
-    margin = radius + 0.5
     for _ in range(20):
-        path = motion.positions((0.0, 0.0), F)  # (F, 2) relative to the start
-        low, high = margin - path.min(axis=0), S - margin - path.max(axis=0)
-        if np.all(low <= high):
-            return motion, (float(rng.uniform(low[0], high[0])), float(rng.uniform(low[1], high[1])))
+        start = _fitting_start(rng, motion, radius, S, F)
+        if start is not None:
+            return motion, start
         motion = _slower(motion)
     raise InputError("photo_sprite", f"a radius-{radius:.1f} sprite does not fit a {S}-px frame")
+
+
+def _fitting_start(rng: np.random.Generator, motion: Motion, radius: float, size: int, frames: int):
+    """A start from which the whole path of a radius-`radius` sprite stays inside the frame, or None."""
+    margin = radius + 0.5
+    path = motion.positions((0.0, 0.0), frames)  # (F, 2) relative to the start
+    low, high = margin - path.min(axis=0), size - margin - path.max(axis=0)
+    if np.any(low > high):
+        return None
+    return float(rng.uniform(low[0], high[0])), float(rng.uniform(low[1], high[1]))
 
 
 def _slower(motion: Motion) -> Motion:
@@ -282,7 +319,8 @@ def _sprite_at(frame: np.ndarray, centre, radius: float, inside_fn) -> tuple[np.
 # ---------------------------------------------------------------- camera
 
 
-def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None) -> Scene:
+def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None,
+                 like: Scene | None = None) -> Scene:
     """A window on a larger photo that pans (any direction) or zooms (in or out)."""
     S, F, ss = cfg.size, cfg.frames, cfg.supersample
     kind = str(rng.choice(CAMERA_KINDS)) if kind is None else kind
@@ -292,15 +330,18 @@ def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = 
     canvas = photos.random_crop(rng, cfg.photos, canvas_side * 2)  # stored at 2x: 1 output px = 2 canvas px
     t = np.arange(F, dtype=np.float64)
     if kind == "pan":
-        angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(*cfg.speed_range)
-        velocity = speed * np.array([np.cos(angle), np.sin(angle)])  # content motion, output px/frame
+        if like is not None:
+            velocity = np.array(like.motion.velocity)
+        else:
+            angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(*cfg.speed_range)
+            velocity = speed * np.array([np.cos(angle), np.sin(angle)])  # content motion, output px/frame
         view = np.full(F, float(S) * rng.uniform(0.8, 1.2))  # window side in output px (view scale ~1)
         scale = S / view  # output px per canvas-output px
         centres = -np.outer(t, velocity) / scale[:, None]  # the camera moves against the content
         log_zoom = np.zeros(F - 1)
         displacements = np.tile(velocity, (F - 1, 1))
     else:
-        step = rng.uniform(*cfg.zoom_range) * rng.choice([-1.0, 1.0])  # > 0: zoom in (content grows)
+        step = like.motion.step if like is not None else rng.uniform(*cfg.zoom_range) * rng.choice([-1.0, 1.0])
         view = S * rng.uniform(0.9, 1.3) * np.exp(-step * t) if step > 0 else S * rng.uniform(0.7, 0.9) * np.exp(-step * t)
         centres = np.zeros((F, 2))
         log_zoom = np.full(F - 1, step)
@@ -309,7 +350,7 @@ def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = 
     half = view[:, None] / 2
     low, high = (half - centres).max(axis=0), (canvas_side - half - centres).min(axis=0)
     if np.any(low > high):  # too big a move for this canvas: try again with another draw
-        return camera_scene(rng, cfg, kind)
+        return camera_scene(rng, cfg, kind, like)
     origin = rng.uniform(low, high)
     frames = []
     for c, v in zip(centres + origin, view):
@@ -321,4 +362,5 @@ def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = 
                              borderMode=cv2.BORDER_REFLECT)
         frames.append(big.reshape(S, ss, S, ss, 3).mean(axis=(1, 3)))
     frames = np.clip(np.round(np.stack(frames)), 0, 255).astype(np.uint8)
-    return Scene(frames, "camera", kind, False, displacements, log_zoom)
+    motion = CameraMotion(kind, tuple(float(v) for v in displacements[0]), float(log_zoom[0]))
+    return Scene(frames, "camera", kind, False, displacements, log_zoom, motion=motion)

@@ -271,9 +271,16 @@ class Trainer:
         self.step, self.history = state["step"], state["history"]
 
     def export(self, folder: str | Path) -> Path:
-        """Save the EMA weights as a complete StableVideoDiffusionPipeline folder."""
+        """Save the EMA weights as a complete StableVideoDiffusionPipeline folder, with toy_world.json saying
+        what the model was trained on (mtcore.toy.evaluate reads it)."""
+        from mtcore.toy.evaluate import WORLD_FILE
+        from mtcore.toy.scenes import FAMILIES
+
         with self.ema_weights():
             self.pipe.save_pretrained(folder, safe_serialization=True)
+        world = {"families": [f for f, w in zip(FAMILIES, self.cfg.family_weights) if w > 0], "tokens": "scene",
+                 "size": self.cfg.size, "frames": self.cfg.frames, "step": self.step}
+        write_text(Path(folder) / WORLD_FILE, json.dumps(world, indent=2))
         return Path(folder)
 
 
