@@ -23,8 +23,14 @@ measured ~20x); --threads 1 degrades far more gracefully, so use it when the mac
 
 Then, at 64 px / 8 frames: items/s of ONE `transfer` call with 4 target images (seeds 0..3)
 against 4 calls of 1 image each (seeds 0..3), same steps, measured side by side in the same
-process, alternating which goes first, best of --repeats. The last line is
+process, alternating which goes first, best of --repeats. Then the line
 `batched_vs_single_items_per_s_ratio=X` (> 1 means batching helps).
+
+Then, with the built-in model: batched inversion (mtcore.inversion.invert_batch), references per second
+for k = 1, 2, 4 and 8 references in one UNet call per step (the built-in model's size, S steps, best of
+--repeats), and the GPU code paths (bf16 autocast, gradient checkpointing, two-pass guidance, channels-
+last, torch.compile unless --no-compile) timed on the tiny model against the plain path, with the
+largest difference of their results. The last line is `batched_inversion_refs_per_s_ratio=X.XX` (k = 4 vs 1).
 
 Run (full; several minutes on 2 cores):
     .venv/bin/python benchmarks/bench_core.py
@@ -187,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="repeats of every timing, best kept (default 3; --quick 2)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 2)")
     ap.add_argument("--quick", action="store_true", help="smoke test: only 64 px / 8 frames, few steps")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (its compile takes minutes)")
     args = ap.parse_args(argv)
 
     steps_inv = args.steps_invert if args.steps_invert is not None else (4 if args.quick else 20)
@@ -257,7 +264,70 @@ def main(argv: list[str] | None = None) -> int:
     if not math.isfinite(ratio):
         print("warning: ratio is not finite")
     print(f"batched_vs_single_items_per_s_ratio={ratio:.2f}")
+    print()
+    if not args.quick:
+        bench_code_paths(steps_inv, steps_smp, repeats, compile_too=not args.no_compile)
+    curve = bench_inversion_batching(steps_inv, repeats, ks=(1, 2, 4) if args.quick else (1, 2, 4, 8))
+    print(f"batched_inversion_refs_per_s_ratio={curve[4] / curve[1]:.2f}")
     return 0
+
+
+def bench_inversion_batching(steps: int, repeats: int, ks=(1, 2, 4, 8)) -> dict[int, float]:
+    """References per second of invert_batch with k references, on the built-in model."""
+    from mtcore.inversion import invert_batch
+
+    model = load_model(None, device="cpu", dtype="fp32")
+    f, (h, w) = model.default_num_frames, model.default_size
+    g = torch.Generator().manual_seed(0)
+    refs = [torch.rand(f, 3, h, w, generator=g) * 2 - 1 for _ in range(max(ks))]
+    cfg = InversionConfig(steps=steps, warmup_steps=1)
+    invert_batch(model, refs[:1], InversionConfig(steps=1))  # warm-up
+    print(f"batched inversion on the built-in model ({h}x{w}, {f} frames, {steps} steps, best of {repeats}):")
+    curve = {}
+    for k in ks:
+        best = min(timed(lambda: invert_batch(model, refs[:k], cfg))[0] for _ in range(repeats))
+        curve[k] = k / best
+        print(f"  k = {k}: {best:6.2f} s -> {curve[k]:.3f} references/s ({curve[k] / curve[ks[0]]:.2f}x k = 1)", flush=True)
+    return curve
+
+
+def bench_code_paths(steps_inv: int, steps_smp: int, repeats: int, compile_too: bool = True) -> None:
+    """The GPU code paths on the tiny model (64 px, 8 frames): time against the plain path, and agreement."""
+    from mtcore.embedding import MotionEmbedding
+
+    with tempfile.TemporaryDirectory(prefix="mt-bench-paths-") as tmp:
+        folder = init_tiny_model(Path(tmp) / "tiny", seed=0, sample_size=8, num_frames=8)
+        plain = load_model(folder, device="cpu", dtype="fp32")
+        video = synthetic_video(8, 64)
+        base_cfg = InversionConfig(steps=steps_inv, tokens_per_frame=5, warmup_steps=1)
+        ref_tokens = invert(plain, video, base_cfg)[0].tokens
+        emb = MotionEmbedding(ref_tokens)
+        img = [target_image(64, 0)]
+        guided = TransferConfig(steps=steps_smp, max_guidance_scale=3.0)
+        ref_video = transfer(plain, img, emb, guided, seeds=[0])
+        print(f"GPU code paths on the tiny model, CPU (best of {repeats}; diff = max |path - plain| of the result):")
+        rows = [("inversion, plain", plain, base_cfg, None), ("inversion, bf16 autocast", plain,
+                 InversionConfig(**{**base_cfg.__dict__, "autocast_bf16": True}), None),
+                ("inversion, gradient checkpointing", plain,
+                 InversionConfig(**{**base_cfg.__dict__, "gradient_checkpointing": True}), None)]
+        for name, model, cfg, _ in rows:
+            best = min(timed(lambda: invert(model, video, cfg))[0] for _ in range(repeats))
+            diff = (invert(model, video, cfg)[0].tokens - ref_tokens).abs().max().item()
+            print(f"  {name:<38} {best:7.3f} s   diff {diff:.2e}")
+        paths = [("sampling with guidance, one pass", plain, 1), ("sampling with guidance, two passes", plain, 2),
+                 ("sampling, channels-last", load_model(folder, device="cpu", dtype="fp32", channels_last=True), 1)]
+        if compile_too:
+            compiled = load_model(folder, device="cpu", dtype="fp32", compile_unet=True)
+            t0 = time.perf_counter()
+            transfer(compiled, img, emb, guided, seeds=[0])
+            print(f"  (torch.compile: first call, compiling, {time.perf_counter() - t0:.0f} s)")
+            paths.append(("sampling, torch.compile", compiled, 1))
+        for name, model, passes in paths:
+            best = min(timed(lambda: transfer(model, img, emb, guided, seeds=[0], guidance_passes=passes))[0]
+                       for _ in range(repeats))
+            diff = (transfer(model, img, emb, guided, seeds=[0], guidance_passes=passes) - ref_video).abs().max().item()
+            print(f"  {name:<38} {best:7.3f} s   diff {diff:.2e}")
+    print()
 
 
 if __name__ == "__main__":

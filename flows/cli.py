@@ -35,6 +35,7 @@ app.add_typer(toy_app, name="toy")
 app.command("metrics")(cli_eval.metrics)
 app.command("evaluate")(cli_eval.evaluate)
 app.command("report")(cli_eval.report)
+app.command("plan-gpu")(cli_eval.plan_gpu)
 
 def local_only() -> None:
     """A local run's Ray listens on loopback only. Ray reads this when it is imported (so before it is):

@@ -133,6 +133,7 @@ def invert_batch(
     reference_sha256s: list[str] | None = None,
     progress: ProgressFn | None = None,
     eval_draws: int = 4,
+    observe: Callable[[int, torch.Tensor], None] | None = None,
 ) -> list[tuple[MotionEmbedding, InversionStats]]:
     """Invert k references at once: one UNet forward/backward per step for all of them.
 
@@ -141,6 +142,7 @@ def invert_batch(
     each embedding gets exactly the gradient it would get alone: a batch gives each reference the
     embedding it would get by itself (up to float rounding of the batched kernels; a test checks).
     AdamW is elementwise, so one optimiser over the stacked (k, F + 1, N, D) parameter is k optimisers.
+    `observe(step, tokens)` sees the (k, F + 1, N, D) embeddings after each step (studies of steps).
     """
     validate_config(config, "inversion")
     full = model.resolve(config)
@@ -204,6 +206,8 @@ def invert_batch(
                     raise FloatingPointError(f"inversion diverged at step {step + 1} (losses {values})")
                 if progress is not None:
                     progress(step + 1, config.steps, sum(values) / k)
+                if observe is not None:
+                    observe(step + 1, param.detach())
     finally:
         if config.gradient_checkpointing and not was_ckpt:
             model.unet.disable_gradient_checkpointing()

@@ -110,13 +110,18 @@ def load_model(
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    channels_last: bool = False,
+    compile_unet: bool = False,
 ) -> SVDModel:
     """Load an SVD pipeline with `from_pretrained`, freeze it, install motion routing.
 
     `model`: a local pipeline folder or a hub id (None = the project's default CPU model); a
     relative folder is found from the current directory (`identity.locate_model`).
     Weights load directly in the target dtype (`from_pretrained(dtype=...)`, no float32 copy
-    first) and are then moved to `device`.
+    first) and are then moved to `device`. GPU options (each gives the same results to float
+    rounding, a test checks): `channels_last` stores the UNet's conv weights NHWC (faster convs on
+    tensor cores); `compile_unet` wraps the UNet in `torch.compile` (slow first call, then faster).
+    Attention runs through PyTorch's SDPA (diffusers' AttnProcessor2_0, wrapped by the routing).
     """
     global _LOADS
     model = DEFAULT_MODEL if model is None else model
@@ -141,6 +146,12 @@ def load_model(
         part.requires_grad_(False)
         part.eval()
     routing = MotionRouting.install(pipe.unet)
+    if channels_last:  # the 2-D convolutions (the temporal layers' weights are not 4-D)
+        for module in pipe.unet.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
+    if compile_unet:
+        pipe.unet = torch.compile(pipe.unet)
     _LOADS += 1
     return SVDModel(pipe=pipe, model_id=model_id, routing=routing, device=dev, dtype=dt)
 

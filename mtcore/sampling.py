@@ -32,11 +32,17 @@ def transfer(
     config: TransferConfig = TransferConfig(),
     seeds: list[int] | None = None,
     progress: StepFn | None = None,
+    guidance_passes: int = 1,
 ) -> torch.Tensor:
     """Videos (B, F, 3, H, W) in [0, 1] for B target images (RGB PIL, any size: resized as stock).
 
     `embedding` None = stock SVD (each target's own CLIP embedding). `seeds` default to 0 each.
+    With guidance on, the unconditional and conditional branches run in one UNet pass of 2B videos
+    (`guidance_passes=1`, faster) or in two passes of B (half the activation memory); the results
+    agree to float rounding, so this is not part of any cache key.
     """
+    if guidance_passes not in (1, 2):
+        raise ValueError(f"guidance_passes must be 1 or 2, got {guidance_passes}")
     validate_config(config, "transfer")
     pipe, dev = model.pipe, model.device
     b = len(images)
@@ -90,7 +96,11 @@ def transfer(
             x = torch.cat([latents] * 2) if guidance_on else latents
             x = pipe.scheduler.scale_model_input(x, t)
             x = torch.cat([x, image_latent], dim=2)
-            pred = model.unet(x, t, encoder_hidden_states=hidden, added_time_ids=ids, return_dict=False)[0]
+            if guidance_on and guidance_passes == 2:  # the two branches one after the other
+                pred = torch.cat([model.unet(xs, t, encoder_hidden_states=hs, added_time_ids=i, return_dict=False)[0]
+                                  for xs, hs, i in zip(x.chunk(2), hidden.chunk(2), ids.chunk(2))])
+            else:
+                pred = model.unet(x, t, encoder_hidden_states=hidden, added_time_ids=ids, return_dict=False)[0]
             if guidance_on:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance * (cond - uncond)

@@ -72,3 +72,22 @@ def test_same_seed_same_video(tiny_model, target_images):
     a = transfer(m, target_images[:1], emb, TransferConfig(steps=2), seeds=[5])
     b = transfer(m, target_images[:1], emb, TransferConfig(steps=2), seeds=[5])
     assert torch.equal(a, b)
+
+
+def test_gpu_code_paths_agree_with_the_plain_path(tiny_model_dir, target_images):
+    """Two-pass guidance, channels-last and SDPA give the videos of the plain path (float tolerance)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from mtcore.models import load_model
+    from mtcore.routing import RoutedCrossAttnProcessor
+
+    plain = load_model(tiny_model_dir, device="cpu", dtype="fp32")
+    inner = {type(p.inner if isinstance(p, RoutedCrossAttnProcessor) else p) for p in plain.unet.attn_processors.values()}
+    assert inner == {AttnProcessor2_0}  # PyTorch SDPA everywhere
+    cfg = TransferConfig(steps=3, max_guidance_scale=3.0, min_guidance_scale=1.0)
+    emb = MotionEmbedding(torch.randn(9, 2, plain.token_dim, generator=torch.Generator().manual_seed(1)))
+    one = transfer(plain, target_images[:2], emb, cfg, seeds=[1, 2])
+    two = transfer(plain, target_images[:2], emb, cfg, seeds=[1, 2], guidance_passes=2)
+    assert torch.allclose(one, two, atol=1e-4)
+    nhwc = load_model(tiny_model_dir, device="cpu", dtype="fp32", channels_last=True)
+    assert torch.allclose(one, transfer(nhwc, target_images[:2], emb, cfg, seeds=[1, 2]), atol=1e-4)
