@@ -50,6 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "manifests" / "demo.yaml"
 BATCH = 4  # `mt run`'s default --batch-size
+INVERSION_BATCH = 4  # references inverted together, passed to `mt run --inversion-batch` too
 sys.path.insert(0, str(REPO))
 
 from tasks.results import RunSummary  # noqa: E402  (light: no torch, ray or prefect)
@@ -65,7 +66,7 @@ def bare(manifest_path: str, out: str, threads: int) -> int:
     import torch
 
     from mtcore.embedding import save_embedding
-    from mtcore.inversion import invert, read_reference
+    from mtcore.inversion import invert_batch, read_reference
     from mtcore.keys import sha256_file
     from mtcore.manifest import load_manifest
     from mtcore.models import load_model
@@ -80,11 +81,14 @@ def bare(manifest_path: str, out: str, threads: int) -> int:
     t_load = time.perf_counter()
 
     embeddings = {}
-    for ref in manifest.references:
-        frames = read_reference(model, ref.path, manifest.inversion)
-        emb, _ = invert(model, frames, manifest.inversion, reference_sha256=sha256_file(ref.path))
-        embeddings[ref.id] = emb
-        save_embedding(emb, out_dir / "embeddings" / f"{ref.id}.safetensors")
+    refs = list(manifest.references)
+    for start in range(0, len(refs), INVERSION_BATCH):  # as `mt run --inversion-batch INVERSION_BATCH`
+        group = refs[start : start + INVERSION_BATCH]
+        frames = [read_reference(model, ref.path, manifest.inversion) for ref in group]
+        results = invert_batch(model, frames, manifest.inversion, [sha256_file(ref.path) for ref in group])
+        for ref, (emb, _) in zip(group, results):
+            embeddings[ref.id] = emb
+            save_embedding(emb, out_dir / "embeddings" / f"{ref.id}.safetensors")
     t_inv = time.perf_counter()
 
     targets = {t.id: t for t in manifest.targets}
@@ -124,6 +128,9 @@ def prepare(tmp: Path, inversion_steps: int, seeds: int) -> tuple[Path, Path, in
     raw["name"] = "bench"
     raw["inversion"] = {**(raw.get("inversion") or {}), "steps": inversion_steps}
     raw["seeds"] = list(range(seeds))
+    raw["metrics"] = False  # the bare loop measures nothing; metrics are timed apart (bench-metrics.yaml)
+    (inputs / "bench-metrics.yaml").write_text(yaml.safe_dump({**raw, "name": "bench-metrics", "metrics": True},
+                                                               sort_keys=False))
     bench = inputs / "bench.yaml"
     bench.write_text(yaml.safe_dump(raw, sort_keys=False))
     warm = {**raw, "name": "warmup", "references": raw["references"][:1], "targets": raw["targets"][:1],
@@ -136,16 +143,53 @@ def prepare(tmp: Path, inversion_steps: int, seeds: int) -> tuple[Path, Path, in
     return bench, warmup, len(manifest.references), len(manifest.pairs) * len(manifest.seeds)
 
 
-def run_timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int, str]:
-    """Wall seconds, exit status and stdout of one subprocess; stdout+stderr also saved to `log`."""
+def run_timed(cmd: list[str], env: dict, log: Path, cpu: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds, exit status and stdout of one subprocess; stdout+stderr also saved to `log`.
+
+    With `cpu`, fills it with the CPU seconds (user + system) each process of the run's tree used,
+    by process name, sampled every 0.2 s (the last sample of a process that exits is kept).
+    """
+    import psutil
+
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    popen = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, tuple[str, float]] = {}
+    if cpu is not None:
+        root = psutil.Process(popen.pid)
+        while popen.poll() is None:
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    with p.oneshot():
+                        times = p.cpu_times()
+                        name = " ".join(p.cmdline()[:3])
+                    seen[p.pid] = (process_label(name), times.user + times.system)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+    stdout, stderr = popen.communicate()
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     seconds = time.perf_counter() - t0
+    if cpu is not None:
+        for label, used in seen.values():
+            cpu[label] = cpu.get(label, 0.0) + used
     log.write_text(f"$ {' '.join(cmd)}\n--- exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         print(f"  !! exit status {proc.returncode}; last lines (full log: {log}):\n{tail}", flush=True)
     return seconds, proc.returncode, proc.stdout
+
+
+def process_label(cmdline: str) -> str:
+    """A short name for a process of a run (what it is, not its pid)."""
+    for needle, label in (("ModelWorker", "model worker (Ray actor)"), ("ray::IDLE", "idle Ray worker"),
+                          ("LoadLog", "Ray LoadLog actor"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
+                          ("DashboardAgent", "Ray dashboard agent"), ("RuntimeEnvAgent", "Ray runtime-env agent"),
+                          ("dashboard.py", "Ray dashboard (minimal)"), ("monitor.py", "Ray autoscaler monitor"),
+                          ("log_monitor", "Ray log monitor"), ("uvicorn", "Prefect temporary server"),
+                          ("bin/mt", "driver (mt run)")):
+        if needle in cmdline:
+            return label
+    return cmdline[:60] or "?"
 
 
 def read_summary(stdout: str) -> RunSummary | None:
@@ -218,15 +262,32 @@ def main(argv: list[str] | None = None) -> int:
                 break
         print(f"bare loop: {t_bare:.1f} s, exit {rc_bare}; {bare_info}", flush=True)
 
-        t_first, rc_first, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt), "--json"], env,
-                                          logs / "mt-run-1.log")
+        cpu: dict[str, float] = {}
+        t_first, rc_first, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt), "--json",
+                                           "--inversion-batch", str(INVERSION_BATCH)], env, logs / "mt-run-1.log", cpu)
         first = read_summary(so)
         print(f"mt run (first): {t_first:.1f} s, exit {rc_first}; {describe(first)}", flush=True)
+        print(f"  CPU seconds by process during it ({t_first:.1f} s wall, {os.cpu_count()} cores):")
+        for label, used in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            print(f"    {label:<30} {used:7.1f}")
+        if (out_mt / "catalog" / "embeddings").is_dir():
+            from mtcore.catalog import read_table
 
-        t_rerun, rc_rerun, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt), "--json"], env,
-                                          logs / "mt-run-2.log")
+            inv = read_table(out_mt, "embeddings")
+            print(f"  inversion seconds in the worker: {', '.join(f'{x:.1f}' for x in inv.seconds)} "
+                  f"(bare loop: {bare_info.get('inversions_s', float('nan')):.1f} s for {n_inv})")
+
+        t_rerun, rc_rerun, so = run_timed([str(mt), "run", str(bench), "--out", str(out_mt), "--json",
+                                           "--inversion-batch", str(INVERSION_BATCH)], env, logs / "mt-run-2.log")
         rerun = read_summary(so)
         print(f"mt run (re-run, all cached): {t_rerun:.1f} s, exit {rc_rerun}; {describe(rerun)}", flush=True)
+
+        t_metrics, rc_metrics, so = run_timed([str(mt), "run", str(bench.parent / "bench-metrics.yaml"), "--out",
+                                               str(tmp / "out-mt-metrics"), "--json", "--inversion-batch",
+                                               str(INVERSION_BATCH)], env, logs / "mt-run-metrics.log")
+        with_metrics = read_summary(so)
+        print(f"mt run with metrics (the same work, every video measured): {t_metrics:.1f} s, exit {rc_metrics}; "
+              f"{describe(with_metrics)}; {with_metrics.metrics_computed if with_metrics else '?'} measured", flush=True)
 
         problems = []
         if rc_bare != 0 or bare_info.get("bare_inversions") != n_inv or bare_info.get("bare_transfers") != n_tr:
@@ -254,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         overhead = t_first / t_bare
         rerun_ratio = t_rerun / t_first
-        print(f"ratios: first_run / bare = {overhead:.2f}; rerun / first_run = {rerun_ratio:.3f}")
-        print(f"overhead_ratio={overhead:.2f} rerun_ratio={rerun_ratio:.3f}")
+        metrics_ratio = t_metrics / t_first
+        print(f"ratios: first_run / bare = {overhead:.2f}; rerun / first_run = {rerun_ratio:.3f}; "
+              f"with metrics / without = {metrics_ratio:.3f}")
+        print(f"overhead_ratio={overhead:.2f} rerun_ratio={rerun_ratio:.3f} metrics_ratio={metrics_ratio:.3f}")
         return 0 if rc_first == 0 and rc_rerun == 0 and not problems else 1
     finally:
         if args.keep:

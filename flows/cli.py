@@ -37,6 +37,14 @@ app.command("evaluate")(cli_eval.evaluate)
 app.command("report")(cli_eval.report)
 app.command("plan-gpu")(cli_eval.plan_gpu)
 
+def quiet_ephemeral_prefect() -> None:
+    """Without PREFECT_API_URL, Prefect starts a temporary server for the run: its logs then go to the
+    console only, not also through that server's API into its database (a second copy nobody reads,
+    which costs the run's CPU on small machines). PREFECT_LOGGING_TO_API_ENABLED=true brings it back."""
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+
+
 def local_only() -> None:
     """A local run's Ray listens on loopback only. Ray reads this when it is imported (so before it is):
     off, Ray takes 127.0.0.1 as the node address and binds its servers there, as it does on macOS and
@@ -208,6 +216,7 @@ def run(
     check_output_root(out, int(min_free_mb * 2**20))
     if ray_address is None:
         local_only()
+    quiet_ephemeral_prefect()
     from flows.bulk import bulk_run
 
     summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,

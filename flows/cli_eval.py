@@ -56,7 +56,7 @@ def evaluate(
 
     from mtcore.errors import InputError
     from mtcore.evaluation import GROUPS, load_results, summarise, to_records
-    from mtcore.metrics import METRICS_VERSION
+    from mtcore import METRICS_VERSION
 
     if group_by not in GROUPS:
         raise InputError("--group-by", f"must be one of {', '.join(GROUPS)}, got {group_by!r}")

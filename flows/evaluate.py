@@ -21,7 +21,7 @@ from tasks.stages import metrics_stage
 def fill_metrics(out: str, ray_address: str | None = None, gpus_per_worker: float = 0.0,
                  workers: int | None = None) -> dict:
     """Measure what OUT lacks; {"measured", "unmeasurable", "missing_files"}."""
-    from mtcore.metrics import METRICS_VERSION
+    from mtcore import METRICS_VERSION
 
     out = str(Path(out).resolve())
     run_id = str(flow_run.get_id() or uuid.uuid4())

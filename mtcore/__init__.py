@@ -8,5 +8,8 @@ videoio, keys (content-addressed cache keys), catalog (Parquet records), manifes
 
 # Bumped whenever a change alters what an inversion or transfer produces; part of every cache key.
 CODE_VERSION = "1"
+# Bumped whenever a change alters a metric's value (mtcore.metrics); a new version is computed where missing.
+# Here, not in mtcore.metrics, so planning a run knows it without importing OpenCV and scikit-image.
+METRICS_VERSION = "1"
 
-__all__ = ["CODE_VERSION"]
+__all__ = ["CODE_VERSION", "METRICS_VERSION"]

@@ -51,7 +51,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,7 +76,7 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
         if not match or not path.is_file():
             continue
         if match["host"] == _HOST:
-            stale = not _alive(int(match["pid"]))
+            stale = not process_alive(int(match["pid"]))
         else:
             try:
                 stale = time.time() - path.stat().st_mtime > FOREIGN_TMP_AGE
@@ -107,4 +110,4 @@ def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> Path:
     return out
 
 
-__all__ = ["atomic_write", "write_text", "remove_stale_temporaries", "check_output_root"]
+__all__ = ["atomic_write", "write_text", "remove_stale_temporaries", "check_output_root", "process_alive"]

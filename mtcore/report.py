@@ -27,7 +27,7 @@ from mtcore.errors import InputError
 from mtcore.evaluation import SUMMARY_METRICS, latest_rows, load_results, to_records
 from mtcore.fileio import atomic_write, write_text
 from mtcore.frames import signed_to_uint8
-from mtcore.metrics import METRICS_VERSION
+from mtcore import METRICS_VERSION
 from mtcore.videoio import probe_video, read_image, read_video, write_mp4
 
 

@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+from mtcore.fileio import process_alive
+
 TTL_SECONDS = 300.0
 HEARTBEAT_SECONDS = 30.0
 
@@ -92,7 +94,7 @@ class Claims:
 
     # ------------------------------------------------------------ staleness
     def _stale(self, path: Path, info: dict) -> bool:
-        if info.get("host") == self.owner["host"] and not _alive(int(info.get("pid", -1))):
+        if info.get("host") == self.owner["host"] and not process_alive(int(info.get("pid", -1))):
             return True
         try:
             return time.time() - path.stat().st_mtime > self.ttl
@@ -130,18 +132,6 @@ def _read(path: Path) -> dict | None:
         return None
     except (ValueError, OSError):
         return {}  # being written, or damaged: judged by its age
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewhere, on_done, on_elsewhere,

@@ -17,6 +17,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from mtcore import METRICS_VERSION
 from mtcore.catalog import append_rows, metric_keys, ok_keys, store_path
 from mtcore.errors import redact
 from mtcore.fileio import remove_stale_temporaries
@@ -82,8 +83,6 @@ class RowSink:
 @task(name="plan", cache_policy=NONE)
 def plan_stage(manifest_path: str, out: str) -> Plan:
     """Read the manifest, hash inputs, derive keys, split cached from to-do."""
-    from mtcore.metrics import METRICS_VERSION
-
     plan = plan_run(load_manifest(manifest_path), out, METRICS_VERSION)
     # what a killed run left half-written (its temporaries; no live process writes them)
     leftovers = [p for folder in ("store", "catalog") for p in remove_stale_temporaries(Path(out) / folder)]
@@ -218,8 +217,6 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
 
 def metrics_claim(transfer_key: str) -> str:
     """The claim key of measuring a transfer with the current metrics version."""
-    from mtcore.metrics import METRICS_VERSION
-
     return hashlib.sha256(f"metrics:{METRICS_VERSION}:{transfer_key}".encode()).hexdigest()
 
 
@@ -228,8 +225,6 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     """Measure cached transfers that lack a metrics row of the current version (new ones are measured
     by the transfer stage, next to their frames)."""
     log = get_run_logger()
-    from mtcore.metrics import METRICS_VERSION
-
     result = StageResult()
     sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
     jobs = plan.metrics_todo if plan.metrics else []

@@ -16,6 +16,7 @@ from mtcore.errors import InputError
 from tests.conftest import moving_square_frames
 from tests.test_cli_core import MT
 
+SECRET = "hf_not_a_real_token_4242"
 BAD_REFERENCES = {  # id -> expected words in the error
     "missing": "file not found",
     "empty": "empty file (0 bytes)",
@@ -25,6 +26,7 @@ BAD_REFERENCES = {  # id -> expected words in the error
     "still": "needs at least 2 distinct frames",
     "audio_only": "no video stream (audio only)",
     "zero_length": "no video stream",
+    "token_in_path": "file not found",
 }
 GOOD_REFERENCES = ("good", "animated_gif")
 BAD_TARGETS = {
@@ -100,14 +102,15 @@ def messy_run(tmp_path_factory, tiny_model_dir):
 
     d = tmp_path_factory.mktemp("messy")
     refs, targets = make_media(d)
+    refs["token_in_path"] = d / f"{SECRET}" / "gone.mp4"  # credentials that ended up in a path
     pairs = [{"reference": r, "target": "good"} for r in refs] + [{"reference": "good", "target": t} for t in targets if t != "good"]
     manifest = d / "messy.yaml"
     manifest.write_text(yaml.safe_dump({
-        "model": str(tiny_model_dir), "references": [{"id": k, "path": v.name} for k, v in refs.items()],
+        "model": str(tiny_model_dir), "references": [{"id": k, "path": str(v.relative_to(d))} for k, v in refs.items()],
         "targets": [{"id": k, "path": v.name} for k, v in targets.items()], "pairs": pairs, "seeds": [0],
         "inversion": {"steps": 1, "tokens_per_frame": 1}, "transfer": {"steps": 1}, "metrics": False,
     }, sort_keys=False))
-    env = dict(os.environ, PREFECT_HOME=str(d / "home"), COLUMNS="150")
+    env = dict(os.environ, PREFECT_HOME=str(d / "home"), COLUMNS="150", HF_TOKEN=SECRET)
     env.pop("PREFECT_API_URL", None)
     run = subprocess.run([MT, "run", str(manifest), "--out", str(d / "out")], capture_output=True, text=True, env=env,
                          timeout=900)
@@ -134,7 +137,7 @@ def test_each_input_gets_a_clear_answer_and_the_rest_complete(messy_run, kind, i
     assert row.status == "failed" and words in row.error, row.error
     entry = f"messy.yaml: {kind}s[{index[kind][item]}].path: "
     assert row.error.startswith(entry), (row.error, entry)  # the manifest entry and field...
-    assert str(files[kind][item]) in row.error  # ...and the file
+    assert str(files[kind][item]).replace(SECRET, "***") in row.error  # ...and the file (secrets redacted)
     if kind == "reference":  # its transfers fail with it, saying why
         assert tr.loc[(item, "good")].status == "failed" and "its inversion failed" in tr.loc[(item, "good")].error
 
@@ -227,3 +230,11 @@ def test_ten_thousand_rows_validate_in_seconds(tmp_path):
     seconds = time.perf_counter() - t0
     assert len(manifest.references) + len(manifest.targets) == 10_000 and len(manifest.pairs) == 5000
     assert seconds < 30, seconds  # a loose bound: catches a quadratic reader, not a benchmark
+
+
+def test_secrets_stay_out_of_catalogs_and_output(messy_run):
+    run, emb, tr, _, _ = messy_run
+    assert "***" in emb.loc["token_in_path"].error
+    for table in (emb.reset_index(), tr.reset_index()):
+        assert not table.astype(str).apply(lambda col: col.str.contains(SECRET)).any().any()
+    assert SECRET not in run.stdout and SECRET not in run.stderr

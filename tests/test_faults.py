@@ -74,12 +74,16 @@ def two_by_two_manifest(media, tmp_path, tiny_model_dir):
 
 
 def test_a_worker_killed_mid_inversion_is_restarted_and_its_item_retried(two_by_two_manifest, tmp_path):
+    """Also: while the run is up (Ray, its worker, Prefect's server), it listens on loopback only."""
+    from tests.test_security import is_loopback, listening
+
     proc = mt_run(two_by_two_manifest, tmp_path / "out", tmp_path / "home", wait=False)
-    killed = []
+    killed, sockets = [], {}
     try:
         deadline = time.monotonic() + 600
         while not killed and time.monotonic() < deadline and proc.poll() is None:
             for p in worker_processes("run"):
+                sockets = listening(psutil.Process(proc.pid))
                 p.send_signal(signal.SIGKILL)
                 killed.append(p.pid)
                 break
@@ -88,6 +92,9 @@ def test_a_worker_killed_mid_inversion_is_restarted_and_its_item_retried(two_by_
     finally:
         kill_session(proc)
     assert killed, "never saw a worker serving an item"
+    assert len(sockets) >= 5, f"the check saw too few listening sockets to mean anything: {sockets}"
+    exposed = {k: v for k, v in sockets.items() if not is_loopback(k[0])}
+    assert not exposed, f"listening beyond loopback: {exposed}"
     assert proc.returncode == 0, stderr[-3000:]
     summary = summary_of(stdout)
     assert (summary["inversions_computed"], summary["transfers_computed"], summary["failed"]) == (2, 4, 0)

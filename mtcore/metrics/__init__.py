@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from mtcore import METRICS_VERSION
 from mtcore.metrics.appearance import Encoder, clip_similarity, psnr, ssim
 from mtcore.metrics.motion import TRACKERS, motion_fidelity
 from mtcore.metrics.temporal import frame_change, warp_error
-
-METRICS_VERSION = "1"
 
 METRIC_NAMES = ("motion_fidelity", "motion_fidelity_output_to_reference", "motion_fidelity_reference_to_output",
                 "moving_tracks_output", "moving_tracks_reference", "psnr_first", "ssim_first", "clip_first",

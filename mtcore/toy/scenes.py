@@ -46,7 +46,7 @@ class SceneConfig:
     """Photos scenes are cut from (training: photos.TRAIN; evaluation: photos.HELD_OUT)."""
     speed_range: tuple[float, float] = (1.5, 4.0)
     """px/frame of sprite translations and camera pans (at S = 32)."""
-    sprite_radius_range: tuple[float, float] = (1.5, 10.0)
+    sprite_radius_range: tuple[float, float] = (2.0, 10.0)
     """Photo-family sprite radius, px."""
     zoom_range: tuple[float, float] = (0.04, 0.1)
     """|log scale| per frame of a zoom (0.1: the content grows 2x over 7 steps)."""
@@ -141,6 +141,14 @@ def sample_scene(rng: np.random.Generator, cfg: SceneConfig, family: str | None 
     raise InputError("family", f"must be one of {FAMILIES}, got {family!r}")
 
 
+def _kind(rng: np.random.Generator, kind: str | None, allowed: tuple[str, ...], family: str) -> str:
+    """`kind`, or a uniform draw from `allowed`; InputError for a kind the family has not."""
+    kind = str(rng.choice(allowed)) if kind is None else kind
+    if kind not in allowed:
+        raise InputError("kind", f"{family} scenes move by one of {allowed}, got {kind!r}")
+    return kind
+
+
 # ---------------------------------------------------------------- toy
 
 
@@ -171,9 +179,7 @@ def photo_sprite_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | N
                        like: Scene | None = None) -> Scene:
     """A drawn or photo sprite over a background of any brightness and texture; wrapping or not."""
     S, F, ss = cfg.size, cfg.frames, cfg.supersample
-    kind = str(rng.choice(SPRITE_KINDS)) if kind is None else kind
-    if kind not in SPRITE_KINDS:
-        raise InputError("kind", f"photo_sprite scenes move by one of {SPRITE_KINDS}, got {kind!r}")
+    kind = _kind(rng, kind, SPRITE_KINDS, "photo_sprite")
     background = _background(rng, cfg)  # (S, S, 3) float
     radius = float(np.exp(rng.uniform(*np.log(cfg.sprite_radius_range))))  # log-uniform: small ones are common
     if like is not None:  # the same motion: a sprite small enough for it to stay inside when it does not wrap
@@ -323,9 +329,7 @@ def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = 
                  like: Scene | None = None) -> Scene:
     """A window on a larger photo that pans (any direction) or zooms (in or out)."""
     S, F, ss = cfg.size, cfg.frames, cfg.supersample
-    kind = str(rng.choice(CAMERA_KINDS)) if kind is None else kind
-    if kind not in CAMERA_KINDS:
-        raise InputError("kind", f"camera scenes move by one of {CAMERA_KINDS}, got {kind!r}")
+    kind = _kind(rng, kind, CAMERA_KINDS, "camera")
     canvas_side = int(S * rng.uniform(1.8, 2.6))  # the larger image, in output px
     canvas = photos.random_crop(rng, cfg.photos, canvas_side * 2)  # stored at 2x: 1 output px = 2 canvas px
     t = np.arange(F, dtype=np.float64)
