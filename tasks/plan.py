@@ -208,6 +208,16 @@ def _hash_items(items: tuple[Item, ...]) -> dict[str, str | Exception]:
     return out
 
 
+def _content_or_path(sha: str | Exception, item: Item) -> str:
+    """What a key is made of: the content hash, or for an unreadable file its path.
+
+    Keying an unreadable file on its path keeps its failed row stable from run to run and keeps two
+    different missing files apart (one empty hash for both made them one key, and one of them lost
+    its row); once the file can be read it keys on its content like any other.
+    """
+    return sha if isinstance(sha, str) else f"unreadable:{item.path}"
+
+
 def _cached(out: Path, table: str, key: str, catalog_ok: set[str]) -> bool:
     # Cached = an ok row AND the artifact still on disk (a deleted file is simply made again).
     return key in catalog_ok and store_path(out, table, key).is_file()
@@ -234,9 +244,8 @@ def plan_run(manifest: Manifest, out: str | Path, metrics_version: str | None = 
             jobs: dict[str, InversionJob] = {}
             for ref in manifest.references:
                 sha = ref_sha[ref.id]
-                # A missing file keys on an empty hash: its failed row is stable; once the file exists it keys anew.
                 digest = sha if isinstance(sha, str) else ""
-                key = embedding_key(digest, model.model_id, inversion)
+                key = embedding_key(_content_or_path(sha, ref), model.model_id, inversion)
                 job = InversionJob(key, ref.id, str(ref.path), digest, store_relpath("embeddings", key), inversion, model,
                                    f"{manifest.path.name}: references[{ref.index}].path")
                 jobs[ref.id] = job
@@ -260,7 +269,7 @@ def _plan_transfers(plan: Plan, manifest: Manifest, embeddings: dict[str, Invers
         sha = tgt_sha[target_id]
         digest = sha if isinstance(sha, str) else ""
         for seed in manifest.seeds:
-            key = transfer_key(embedding.key, digest, transfer, seed)
+            key = transfer_key(embedding.key, _content_or_path(sha, targets[target_id]), transfer, seed)
             if key in planned:
                 continue
             planned.add(key)

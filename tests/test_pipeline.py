@@ -134,3 +134,18 @@ def test_a_new_metrics_version_plans_only_what_it_lacks(two_by_two):
     assert plan_run(manifest, out, METRICS_VERSION).metrics_todo == []
     later = plan_run(manifest, out, METRICS_VERSION + "-next")
     assert len(later.metrics_todo) == 4 and later.transfers_todo == []
+
+
+def test_two_missing_files_keep_their_own_keys_and_rows(media, tmp_path, tiny_model_dir):
+    from mtcore.manifest import load_manifest
+    from tasks.plan import plan_run
+
+    manifest = write_manifest(tmp_path, {"gone": tmp_path / "gone.mp4", "lost": tmp_path / "lost.mp4"},
+                              {"cat": media / "cat.png", "nowhere": tmp_path / "nowhere.png"}, model=str(tiny_model_dir))
+    plan = plan_run(load_manifest(manifest), tmp_path / "out")
+    failed = {job.reference_id: job.key for job, _ in plan.failed_inversions}
+    assert set(failed) == {"gone", "lost"} and len(set(failed.values())) == 2
+    transfers = plan.transfers_todo + [job for job, _ in plan.failed_transfers]
+    assert len({job.key for job in transfers}) == len(transfers) == 4  # every pair keeps its row
+    again = plan_run(load_manifest(manifest), tmp_path / "out")
+    assert {job.reference_id: job.key for job, _ in again.failed_inversions} == failed  # stable run to run
