@@ -93,6 +93,9 @@ def invert(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
 ) -> None:
     """Optimise a motion embedding on ONE reference video (motion-textual inversion)."""
+    from mtcore.fileio import require_file
+
+    require_file(reference)  # before the heavy imports and the model load
     from mtcore.config import InversionConfig, validate_config
     from mtcore.embedding import save_embedding
     from mtcore.inversion import invert as run_inversion
@@ -131,6 +134,10 @@ def transfer(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16."),
 ) -> None:
     """Make videos of target images that move like the embedding's reference video."""
+    from mtcore.fileio import require_file
+
+    for path in (embedding, *target):  # before the heavy imports and the model load
+        require_file(path)
     from mtcore.config import TransferConfig, validate_config
     from mtcore.embedding import load_embedding
     from mtcore.errors import InputError

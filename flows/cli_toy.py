@@ -50,6 +50,8 @@ def toy_eval(
     families: Optional[str] = typer.Option(None, help="Comma-separated families (toy, photo_sprite, camera); "
                                                       "default: those the model was trained on."),
     methods: str = typer.Option("mti,stock,random,ceiling", help="Comma-separated methods to run."),
+    inversion_batch: int = typer.Option(8, min=1, help="Pairs inverted together in one UNet call per step "
+                                                       "(each gets the embedding it would get alone)."),
 ) -> None:
     """Motion-textual inversion vs baselines (stock, random) and the ceiling (true motion) on held-out pairs,
     per content family and motion kind."""
@@ -65,7 +67,7 @@ def toy_eval(
         df, videos = evaluate(svd, pairs, seed, InversionConfig(steps=steps), TransferConfig(steps=sample_steps),
                               methods=tuple(methods.split(",")),
                               families=tuple(families.split(",")) if families else None,
-                              progress=lambda k, n, kind: advance(k, n))
+                              progress=lambda k, n, kind: advance(k, n), inversion_batch=inversion_batch)
     table, written = write_results(df, videos, out, svd.model_id, seed)
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.precision", 3):
         typer.echo(table.to_string(index=False))

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from mtcore import CODE_VERSION
 from mtcore.errors import EmbeddingMismatch, InputError
-from mtcore.fileio import atomic_write
+from mtcore.fileio import atomic_write, require_file
 
 FORMAT = "motion-transfer/motion-embedding"
 FORMAT_VERSION = "1"
@@ -110,9 +110,7 @@ def load_embedding(
     token_dim: int | None = None,
 ) -> MotionEmbedding:
     """Read an embedding file; refuse one made for another model, frame count or token width."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "file not found")
+    p = require_file(path)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}

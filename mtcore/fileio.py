@@ -26,6 +26,19 @@ FOREIGN_TMP_AGE = 24 * 3600.0
 """A temporary file written by another host is removed once it is this old (seconds)."""
 
 
+def require_file(path: str | os.PathLike) -> Path:
+    """The path of an input file that exists and is a file, else an InputError naming it.
+
+    Cheap (no heavy imports): commands check their inputs with it before loading a model.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if not p.is_file():
+        raise InputError(p, "not a file")
+    return p
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffix: str | None = None) -> Path:
     """Call write_fn(tmp) on a hidden sibling file, then rename it to `path` (atomic on POSIX).
 

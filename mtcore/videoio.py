@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 
 from mtcore.errors import InputError
-from mtcore.fileio import atomic_write
+from mtcore.fileio import atomic_write, require_file
 from mtcore.frames import uint8_to_signed, unit_to_uint8
 
 
@@ -55,15 +55,6 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-
-
-def _require_file(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if not p.is_file():
-        raise InputError(p, "not a file")
-    return p
 
 
 _VIDEO_RE = re.compile(r"Stream #\d+:\d+.*?: Video: .*?(?<!\w)(\d{1,5})x(\d{1,5})(?!\w)")
@@ -131,7 +122,7 @@ def _count_frames(path: Path) -> int:
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame count, size and fps of a video; InputError if missing, unreadable, damaged or without frames."""
-    p = _require_file(path)
+    p = require_file(path)
     w, h, fps = _probe(p)
     count = _count_frames(p)
     if count == 0:
@@ -141,7 +132,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 def read_frames(path: str | os.PathLike) -> np.ndarray:
     """Every frame of a video at its own size: (F, H, W, 3) uint8 (for looking at outputs)."""
-    p = _require_file(path)
+    p = require_file(path)
     _probe(p)
     frames = list(_frames(p))
     if not frames:
@@ -179,7 +170,7 @@ def read_video(
     Streams the decoded frames and keeps only those picked, each resized at once, so memory stays
     at about one full-size frame whatever the video's size.
     """
-    p = _require_file(path)
+    p = require_file(path)
     info = probe_video(p)
     if info.num_frames < 2:
         raise InputError(p, f"has {info.num_frames} frame; a motion reference needs at least 2 distinct frames")
@@ -221,7 +212,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def read_image(path: str | os.PathLike, height: int | None = None, width: int | None = None) -> Image.Image:
     """A target image as RGB, upright (EXIF), fitted to height x width when given; InputError if unusable."""
-    p = _require_file(path)
+    p = require_file(path)
     if p.stat().st_size == 0:
         raise InputError(p, "empty file (0 bytes)")
     try:

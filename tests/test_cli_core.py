@@ -69,20 +69,31 @@ def _one_line_error(r, *words):
 
 
 def test_bad_inputs_fail_with_one_clear_line(cli_model, reference_video, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
     missing = tmp_path / "missing.mp4"
     _one_line_error(mt("invert", "--model", cli_model, "-r", missing, "-o", tmp_path / "e.safetensors"), missing, "file not found")
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"junk")
-    _one_line_error(mt("invert", "--model", cli_model, "-r", junk, "-o", tmp_path / "e.safetensors", "--steps", 1), junk, "unreadable video")
-    _one_line_error(mt("invert", "--model", tmp_path / "nomodel", "-r", reference_video, "-o", tmp_path / "e.safetensors"), "nomodel")
+    other, emb = tmp_path / "other", tmp_path / "e.safetensors"
 
-    # an embedding made for another model is refused, naming the file and both models
-    other = tmp_path / "other"
-    assert mt("init-model", other, "--seed", 4).returncode == 0
-    emb = tmp_path / "e.safetensors"
-    assert mt("invert", "--model", other, "-r", reference_video, "-o", emb, "--steps", 1, "--tokens-per-frame", 1).returncode == 0
-    Image.new("RGB", (64, 64)).save(tmp_path / "t.png")
-    _one_line_error(mt("transfer", "--model", cli_model, "-e", emb, "-t", tmp_path / "t.png", "-o", tmp_path / "x.mp4"), emb, "made for model")
-    _one_line_error(mt("transfer", "--model", other, "-e", emb, "-t", junk, "-o", tmp_path / "x.mp4"), junk, "unreadable image")
+    def embedding_for_another_model():
+        assert mt("init-model", other, "--seed", 4).returncode == 0
+        return mt("invert", "--model", other, "-r", reference_video, "-o", emb, "--steps", 1, "--tokens-per-frame", 1)
+
+    with ThreadPoolExecutor(2) as pool:  # independent commands, two at a time (two cores)
+        made = pool.submit(embedding_for_another_model)
+        bad_video = pool.submit(mt, "invert", "--model", cli_model, "-r", junk, "-o", tmp_path / "j.safetensors", "--steps", 1)
+        no_model = pool.submit(mt, "invert", "--model", tmp_path / "nomodel", "-r", reference_video, "-o", tmp_path / "n.safetensors")
+        _one_line_error(bad_video.result(), junk, "unreadable video")
+        _one_line_error(no_model.result(), "nomodel")
+        assert made.result().returncode == 0
+
+        # an embedding made for another model is refused, naming the file and both models
+        Image.new("RGB", (64, 64)).save(tmp_path / "t.png")
+        mismatch = pool.submit(mt, "transfer", "--model", cli_model, "-e", emb, "-t", tmp_path / "t.png", "-o", tmp_path / "x.mp4")
+        bad_image = pool.submit(mt, "transfer", "--model", other, "-e", emb, "-t", junk, "-o", tmp_path / "x.mp4")
+        _one_line_error(mismatch.result(), emb, "made for model")
+        _one_line_error(bad_image.result(), junk, "unreadable image")
     assert not (tmp_path / "x.mp4").exists()
     _one_line_error(mt("init-model", other), other, "not empty")

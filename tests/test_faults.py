@@ -23,9 +23,12 @@ from tests.conftest import write_manifest
 from tests.test_cli_core import MT
 
 
-def mt_run(manifest: Path, out: Path, home: Path, *extra, wait: bool = True):
+def mt_run(manifest: Path, out: Path, home: Path, *extra, wait: bool = True, api: str | None = None):
+    """`mt run` in a subprocess: on Prefect's temporary server, as a user's first run, or on `api`."""
     env = dict(os.environ, PREFECT_HOME=str(home), COLUMNS="150")
     env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
     cmd = [MT, "run", str(manifest), "--out", str(out), "--json", *map(str, extra)]
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -172,9 +175,11 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
     assert_each_key_ok_once(out, 2, 4)
 
 
-def test_a_killed_driver_is_resumed_computing_only_what_is_missing(two_by_two_manifest, tmp_path):
-    out, home = tmp_path / "out", tmp_path / "home"
-    proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False)
+def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_harness, two_by_two_manifest, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    out, home, api = tmp_path / "out", tmp_path / "home", PREFECT_API_URL.value()  # the session's server: saves two start-ups
+    proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False, api=api)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not list((out / "store" / "embeddings").rglob("*.safetensors")):
@@ -185,7 +190,7 @@ def test_a_killed_driver_is_resumed_computing_only_what_is_missing(two_by_two_ma
         kill_session(proc)
     done_before = len(list((out / "store" / "embeddings").rglob("*.safetensors")))
     assert done_before == 1
-    again = mt_run(two_by_two_manifest, out, home)
+    again = mt_run(two_by_two_manifest, out, home, api=api)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = summary_of(again.stdout)
     assert summary["inversions_computed"] == 2 - done_before and summary["inversions_cached"] == done_before
