@@ -25,7 +25,10 @@ from tasks.stages import invert_stage, metrics_stage, plan_stage, record_run, tr
 
 FLOW_NAME = "bulk-run"
 DEFAULT_INVERSION_BATCH = 4
-"""References inverted together per worker call when not given (measured: see benchmarks/bench_core.py)."""
+"""References inverted together per worker call on CPU workers when not given (measured: benchmarks/bench_core.py)."""
+GPU_INVERSION_GROUP = 8
+"""On GPU workers, references sent to a worker together when not given; the worker inverts as many at a
+time as its free memory holds (mtcore.inversion.invert_fitting)."""
 
 
 @flow(name=FLOW_NAME)
@@ -52,12 +55,14 @@ def bulk_run(
     out = str(check_output_root(Path(out).resolve(), int(min_free_mb * 2**20)))
     plan = plan_stage(manifest, out)
     pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype)
+    on_gpu = gpus_per_worker > 0 or (device or "").startswith("cuda")
+    default_batch = GPU_INVERSION_GROUP if on_gpu else DEFAULT_INVERSION_BATCH
     inversions, transfers, measured, worker_stats = StageResult(), StageResult(), StageResult(), []
     with RaySession(ray_address) as session, Claims(out, run_id) as claims:
         for model in plan.models:
             part = plan.for_model(model)
             with WorkerPool(session, model.model, model.revision, out, pool_config) as pool:
-                inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or DEFAULT_INVERSION_BATCH)
+                inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
                 transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
                 measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
                 inversions = inversions.merge(inverted)

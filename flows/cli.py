@@ -204,7 +204,9 @@ def run(
     batch_size: int = typer.Option(4, help="Targets sharing an embedding sampled in one UNet call."),
     inversion_batch: Optional[int] = typer.Option(None, help="References sharing a config inverted together in one "
                                                              "UNet call per step (not part of any key: a batch gives "
-                                                             "the same embeddings). Default: 4."),
+                                                             "the same embeddings). Default: 4 on CPU workers; on GPU "
+                                                             "workers 8 go together and each worker inverts as many at a "
+                                                             "time as its free memory holds."),
     device: Optional[str] = typer.Option(None, help="torch device in workers (default: cuda if visible, else cpu)."),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON object on stdout."),

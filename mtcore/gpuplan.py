@@ -18,7 +18,6 @@ memory predictions against CPU measurements it did not fit on.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -174,11 +173,30 @@ def plan(frames: int = 14, height: int = 576, width: int = 1024, batch: int = 1,
     return plans
 
 
-def inversion_batch_for(free_bytes: float, frames: int, height: int, width: int, tokens: int = 5,
-                        checkpointing: bool = True, dtype_bytes: int = 2, headroom: float = 0.85) -> int:
-    """References to invert together on a GPU with `free_bytes` free after loading the model (>= 1)."""
-    one = count_step(svd_unet(), frames, height, width, 1, True, checkpointing, dtype_bytes, tokens)
-    return max(1, int(headroom * free_bytes // (one.activation_bytes + one.transient_bytes)))
+@lru_cache(maxsize=16)
+def _reference_bytes(unet_class: type, config_json: str, frames: int, height: int, width: int, tokens: int,
+                     checkpointing: bool, dtype_bytes: int) -> float:
+    import json
+
+    with torch.device("meta"):
+        unet = unet_class.from_config(json.loads(config_json))
+    unet = unet.to("meta").requires_grad_(False)
+    one = count_step(unet, frames, height, width, 1, True, checkpointing, dtype_bytes, tokens)
+    return one.activation_bytes + one.transient_bytes
 
 
-__all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "inversion_batch_for"]
+def references_that_fit(unet: torch.nn.Module, frames: int, height: int, width: int, tokens: int, checkpointing: bool,
+                        dtype_bytes: int, free_bytes: float, headroom: float = 0.85) -> int:
+    """How many references of this size one batched inversion step can hold in `free_bytes` (>= 1).
+
+    Counted for the model's own UNet (its class rebuilt from its config on the meta device), so it
+    holds for any SVD-family checkpoint, not only the default architecture.
+    """
+    import json
+
+    per_reference = _reference_bytes(type(unet), json.dumps(dict(unet.config), sort_keys=True, default=str), frames,
+                                     height, width, tokens, checkpointing, dtype_bytes)
+    return max(1, int(headroom * free_bytes // per_reference))
+
+
+__all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "references_that_fit"]

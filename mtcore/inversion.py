@@ -222,3 +222,44 @@ def invert_batch(
         stats = InversionStats(losses_before[i], denoising_loss(model, frames, final, draws, config), seconds / k)
         results.append((emb, stats))
     return results
+
+
+def invert_fitting(
+    model: SVDModel,
+    references: list[torch.Tensor],
+    config: InversionConfig = InversionConfig(),
+    reference_sha256s: list[str] | None = None,
+    free_bytes: float | None = None,
+) -> list[tuple[MotionEmbedding, InversionStats]]:
+    """`invert_batch` over as many references at a time as the device holds; same results, in order.
+
+    On a CUDA device the batch is sized from its free memory and the model's own UNet counted on the
+    meta device (mtcore.gpuplan.references_that_fit), and halved again if a step still runs out of
+    memory; on a CPU (or with no size known) every reference goes in one batch. `free_bytes` overrides
+    the device's figure. A batch gives each reference the embedding it would get alone, so how the
+    references are cut into batches changes no result.
+    """
+    shas = list(reference_sha256s or [""] * len(references))
+    size = len(references)
+    if free_bytes is None and model.device.type == "cuda":
+        free_bytes = torch.cuda.mem_get_info(model.device)[0]
+    if free_bytes is not None and references:
+        from mtcore.gpuplan import references_that_fit
+
+        full = model.resolve(config)
+        half = config.autocast_bf16 or model.dtype in (torch.float16, torch.bfloat16)
+        size = min(size, references_that_fit(model.unet, full.num_frames, full.height, full.width,
+                                             config.tokens_per_frame, config.gradient_checkpointing,
+                                             2 if half else 4, free_bytes))
+    results: list[tuple[MotionEmbedding, InversionStats]] = []
+    while len(results) < len(references):
+        start = len(results)
+        try:
+            results += invert_batch(model, references[start:start + size], config, shas[start:start + size])
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)  # the count was optimistic for this device: fewer at a time
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return results

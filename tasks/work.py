@@ -21,7 +21,7 @@ from mtcore.catalog import store_path
 from mtcore.embedding import load_embedding, save_embedding
 from mtcore.errors import InputError
 from mtcore.frames import signed_to_uint8
-from mtcore.inversion import invert_batch, read_reference
+from mtcore.inversion import invert_fitting, read_reference
 from mtcore.metrics import timed_metrics
 from mtcore.metrics.appearance import model_encoder
 from mtcore.models import SVDModel
@@ -58,7 +58,7 @@ def run_inversions(model: SVDModel, jobs: list[InversionJob], out: Path, worker:
     order = sorted(frames)
     try:
         if order:
-            results = invert_batch(model, [frames[i] for i in order], config, [jobs[i].reference_sha256 for i in order])
+            results = invert_fitting(model, [frames[i] for i in order], config, [jobs[i].reference_sha256 for i in order])
             for i, (embedding, _) in zip(order, results):
                 save_embedding(embedding, out / jobs[i].path)
     except Exception as exc:  # the optimisation failed (e.g. diverged): every inversion of the batch fails

@@ -98,3 +98,36 @@ def test_a_batch_gives_each_reference_the_embedding_it_would_get_alone(tiny_mode
     assert [emb.reference_sha256 for emb, _ in batched] == ["a", "b", "c"]
     # they are three different embeddings, not one broadcast
     assert not torch.allclose(batched[0][0].tokens, batched[1][0].tokens, atol=1e-3)
+
+
+def test_batches_are_sized_to_free_memory_and_halved_when_it_runs_out(tiny_model, monkeypatch):
+    import mtcore.inversion as inversion
+    from mtcore.gpuplan import references_that_fit
+
+    g = torch.Generator().manual_seed(1)
+    references = [torch.rand(8, 3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
+    cfg = InversionConfig(steps=3, tokens_per_frame=1, warmup_steps=1)
+    # the count holds for this model's own UNet: room for 2.5 references fits 2
+    one = references_that_fit(tiny_model.unet, 8, 64, 64, 1, False, 4, free_bytes=1e15)
+    per_reference = 0.85 * 1e15 / one
+    assert references_that_fit(tiny_model.unet, 8, 64, 64, 1, False, 4, 2.5 * per_reference / 0.85) == 2
+    assert references_that_fit(tiny_model.unet, 8, 64, 64, 1, False, 4, 1.0) == 1  # never less than one
+
+    sizes, real = [], inversion.invert_batch
+
+    def out_of_memory_above_one(model, refs, *args, **kwargs):
+        sizes.append(len(refs))
+        if len(refs) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, refs, *args, **kwargs)
+
+    alone = [inversion.invert(tiny_model, r, cfg)[0].tokens for r in references]
+    monkeypatch.setattr(inversion, "invert_batch", out_of_memory_above_one)
+    results = inversion.invert_fitting(tiny_model, references, cfg, ["a", "b", "c", "d"], free_bytes=1e15)
+    assert sizes == [4, 2, 1, 1, 1, 1]  # all four fit on paper; out of memory: halved until it ran
+    assert [emb.reference_sha256 for emb, _ in results] == ["a", "b", "c", "d"]
+    for single, (emb, _) in zip(alone, results):
+        assert torch.allclose(single, emb.tokens, atol=1e-5)
+    sizes.clear()
+    inversion.invert_fitting(tiny_model, references[:2], cfg, free_bytes=1.0)  # room for one: one at a time
+    assert sizes == [1, 1]
