@@ -24,6 +24,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from flows import cli_eval  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
 from flows.console import guarded, print_summary, progress_bar  # noqa: E402
+from mtcore.config import InversionConfig  # noqa: E402  (light: defaults for the options)
 
 app = typer.Typer(
     help="motion-transfer: make videos that move like a reference video (motion-textual inversion on SVD).",
@@ -48,10 +49,14 @@ def quiet_ephemeral_prefect() -> None:
 def local_only() -> None:
     """A local run's Ray listens on loopback only. Ray reads this when it is imported (so before it is):
     off, Ray takes 127.0.0.1 as the node address and binds its servers there, as it does on macOS and
-    Windows; on, it binds every interface so other nodes can join. Joining a cluster leaves it on."""
+    Windows; on, it binds every interface so other nodes can join. Joining a cluster leaves it on.
+
+    A local run also switches off Ray's metrics collection: it feeds the dashboard and Prometheus,
+    which a local run does not start, and its exporting costs CPU beside the model worker."""
     if "ray" in sys.modules:
         return  # too late to change Ray's mind; only in-process callers (tests) get here
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 
 MODEL_HELP = "SVD pipeline: a local diffusers folder or a hub id. Default: the project's built-in CPU model."
@@ -84,10 +89,10 @@ def invert(
     out: Path = typer.Option(..., "--out", "-o", help="Motion embedding file to write (.safetensors)."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
-    steps: int = typer.Option(300, help="Optimisation steps."),
+    steps: int = typer.Option(InversionConfig.steps, help="Optimisation steps."),
     tokens_per_frame: int = typer.Option(5, help="N: tokens per group; the embedding has (F + 1) x N tokens."),
     frames: Optional[int] = typer.Option(None, help="F: frames taken from the reference (default: the model's)."),
-    lr: float = typer.Option(1e-2, help="AdamW learning rate."),
+    lr: float = typer.Option(InversionConfig.lr, help="AdamW learning rate."),
     seed: int = typer.Option(0, help="Seed of every random draw of the inversion."),
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda if present, else cpu)."),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from flows.console import guarded
+from mtcore.config import InversionConfig
 
 
 @guarded
@@ -78,7 +79,7 @@ def evaluate(
     with pd.option_context("display.width", 200, "display.max_columns", 40, "display.precision", 3):
         typer.echo(f"\nper {group_by} (metrics version {METRICS_VERSION}):")
         typer.echo(table.to_string(index=False) if len(table) else "  (nothing measured yet)")
-        typer.echo(f"\nlowest motion fidelity:")
+        typer.echo("\nlowest motion fidelity:")
         typer.echo(worst_items.to_string(index=False) if len(worst_items) else "  (none)")
 
 
@@ -101,7 +102,7 @@ def plan_gpu(
     height: int = typer.Option(576, help="Height in pixels."),
     width: int = typer.Option(1024, help="Width in pixels."),
     batch: int = typer.Option(1, help="References inverted together (one UNet call per step)."),
-    steps: int = typer.Option(300, help="Inversion steps."),
+    steps: int = typer.Option(InversionConfig.steps, help="Inversion steps (default: the inversion config's)."),
     sample_steps: int = typer.Option(25, help="Sampling steps per video."),
     guidance_passes: int = typer.Option(1, help="UNet passes per sampling step: 1 without guidance, 2 with."),
     checkpointing: bool = typer.Option(True, help="Gradient checkpointing during inversion."),

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from flows.console import guarded, progress_bar
+from mtcore.config import InversionConfig
 
 toy_app = typer.Typer(help="The toy world and its trained toy model (the CPU default that really transfers motion).",
                       no_args_is_help=True)
@@ -44,7 +45,9 @@ def toy_eval(
     pairs: int = typer.Option(40, help="Held-out (reference, target) pairs; motion kinds in turn."),
     seed: int = typer.Option(0, help="Seed of the pairs and of sampling."),
     model: Optional[str] = typer.Option(None, help="Toy pipeline folder (default: the built-in model)."),
-    steps: int = typer.Option(300, help="Inversion steps (default settings otherwise)."),
+    steps: int = typer.Option(InversionConfig.steps, help="Inversion steps (default settings otherwise)."),
+    lr: float = typer.Option(InversionConfig.lr, help="Inversion learning rate."),
+    warmup_steps: int = typer.Option(InversionConfig.warmup_steps, help="Inversion learning-rate warm-up steps."),
     sample_steps: int = typer.Option(25, help="Sampling steps."),
     out: Path = typer.Option(Path("toy-eval"), help="Folder for the Parquet results and contact sheets."),
     families: Optional[str] = typer.Option(None, help="Comma-separated families (toy, photo_sprite, camera); "
@@ -57,14 +60,14 @@ def toy_eval(
     per content family and motion kind."""
     import pandas as pd
 
-    from mtcore.config import InversionConfig, TransferConfig
+    from mtcore.config import TransferConfig
     from mtcore.models import load_model
     from mtcore.toy.evaluate import evaluate, write_results
 
     svd = load_model(model, device="cpu", dtype="fp32")
     bar, advance = progress_bar("toy eval (pairs)", pairs)
     with bar:
-        df, videos = evaluate(svd, pairs, seed, InversionConfig(steps=steps), TransferConfig(steps=sample_steps),
+        df, videos = evaluate(svd, pairs, seed, InversionConfig(steps=steps, lr=lr, warmup_steps=warmup_steps), TransferConfig(steps=sample_steps),
                               methods=tuple(methods.split(",")),
                               families=tuple(families.split(",")) if families else None,
                               progress=lambda k, n, kind: advance(k, n), inversion_batch=inversion_batch)
