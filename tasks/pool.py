@@ -65,6 +65,14 @@ class LoadLog:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class WorkItem(Protocol):
+    """What a worker can serve (tasks.plan.InversionBatch, tasks.plan.TransferBatch, metrics work)."""
+
+    size: int
+
+    def run(self, model: Any, out: str, worker: str) -> dict[str, list[dict]]: ...
+
+
 @ray.remote
 class ModelWorker:
     """Holds one loaded SVD pipeline; `num_gpus`/`num_cpus` are set by `WorkerPool` at creation."""
