@@ -5,7 +5,8 @@ backward to the embedding) at small sizes against the model's predictions.
 The model counts FLOPs and saved activations on the meta device (mtcore.gpuplan.count_step). Here the
 CPU's sustained FLOP/s is fitted (time = fixed + FLOPs / rate, least squares) on the first sizes only,
 and the others are predicted from their counted FLOPs; memory is predicted from the counted activation
-bytes at 4 bytes a value (no fitting) and compared with the peak RSS increase during the step.
+bytes at 4 bytes a value (no fitting) and compared with the peak RSS increase during the step (run
+with MALLOC_MMAP_THRESHOLD_=65536, so freed tensors leave RSS at once and each step is measured alone).
 
 Run: .venv/bin/python benchmarks/bench_gpuplan.py     (about 10 minutes; 7 GB of RAM)
 Last line: `time_error_max=..% memory_error_max=..%` over the sizes not fitted on.
@@ -13,6 +14,7 @@ Last line: `time_error_max=..% memory_error_max=..%` over the sizes not fitted o
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -62,6 +64,12 @@ def step(unet, frames: int, height: int, width: int) -> None:
 
 
 def main() -> int:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        # glibc keeps freed heap pages for reuse, so after the first size a step's RSS increase would
+        # miss what earlier steps left behind; with every block over 64 KiB its own mapping, freed
+        # tensors go back to the OS at once and RSS follows what is alive. Set before the process starts.
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     from diffusers import UNetSpatioTemporalConditionModel
 
     torch.set_num_threads(psutil.cpu_count(logical=False) or 2)
