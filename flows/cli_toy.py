@@ -67,7 +67,8 @@ def toy_eval(
     svd = load_model(model, device="cpu", dtype="fp32")
     bar, advance = progress_bar("toy eval (pairs)", pairs)
     with bar:
-        df, videos = evaluate(svd, pairs, seed, InversionConfig(steps=steps, lr=lr, warmup_steps=warmup_steps), TransferConfig(steps=sample_steps),
+        inversion = InversionConfig(steps=steps, lr=lr, warmup_steps=warmup_steps)
+        df, videos = evaluate(svd, pairs, seed, inversion, TransferConfig(steps=sample_steps),
                               methods=tuple(methods.split(",")),
                               families=tuple(families.split(",")) if families else None,
                               progress=lambda k, n, kind: advance(k, n), inversion_batch=inversion_batch)

@@ -18,6 +18,7 @@ memory predictions against CPU measurements it did not fit on.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -69,14 +70,20 @@ class _FusedAttention(torch.autograd.Function):
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
+def meta_unet(unet_class: type | None = None, config: dict | None = None) -> torch.nn.Module:
+    """A UNet of `unet_class` (default diffusers' UNetSpatioTemporalConditionModel) built from `config`
+    (default: the class's own defaults) on the meta device: shapes only, nothing allocated."""
+    if unet_class is None:
+        from diffusers import UNetSpatioTemporalConditionModel as unet_class
+    with torch.device("meta"):
+        unet = unet_class.from_config(config) if config is not None else unet_class()
+    return unet.to("meta").requires_grad_(False)
+
+
 @lru_cache(maxsize=1)
 def svd_unet() -> torch.nn.Module:
     """The real SVD UNet (default config, 1.52 B parameters) on the meta device: shapes only."""
-    from diffusers import UNetSpatioTemporalConditionModel
-
-    with torch.device("meta"):
-        unet = UNetSpatioTemporalConditionModel()
-    return unet.to("meta").requires_grad_(False)
+    return meta_unet()
 
 
 def count_step(unet: torch.nn.Module, frames: int, height: int, width: int, batch: int = 1, backward: bool = True,
@@ -176,12 +183,8 @@ def plan(frames: int = 14, height: int = 576, width: int = 1024, batch: int = 1,
 @lru_cache(maxsize=16)
 def _reference_bytes(unet_class: type, config_json: str, frames: int, height: int, width: int, tokens: int,
                      checkpointing: bool, dtype_bytes: int) -> float:
-    import json
-
-    with torch.device("meta"):
-        unet = unet_class.from_config(json.loads(config_json))
-    unet = unet.to("meta").requires_grad_(False)
-    one = count_step(unet, frames, height, width, 1, True, checkpointing, dtype_bytes, tokens)
+    # the config travels as canonical JSON so the count is cached per (architecture, size)
+    one = count_step(meta_unet(unet_class, json.loads(config_json)), frames, height, width, 1, True, checkpointing, dtype_bytes, tokens)
     return one.activation_bytes + one.transient_bytes
 
 
@@ -192,11 +195,9 @@ def references_that_fit(unet: torch.nn.Module, frames: int, height: int, width: 
     Counted for the model's own UNet (its class rebuilt from its config on the meta device), so it
     holds for any SVD-family checkpoint, not only the default architecture.
     """
-    import json
-
     per_reference = _reference_bytes(type(unet), json.dumps(dict(unet.config), sort_keys=True, default=str), frames,
                                      height, width, tokens, checkpointing, dtype_bytes)
     return max(1, int(headroom * free_bytes // per_reference))
 
 
-__all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "references_that_fit"]
+__all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "meta_unet", "references_that_fit"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-import torch
 
 from mtcore.gpuplan import count_step
 from tests.test_cli_core import MT
@@ -16,10 +15,10 @@ def meta_unet(tiny_model_dir):
     """The tests' tiny SVD UNet rebuilt on the meta device (shapes only), as the plan counts a model."""
     from diffusers import UNetSpatioTemporalConditionModel
 
-    config = UNetSpatioTemporalConditionModel.load_config(tiny_model_dir / "unet")
-    with torch.device("meta"):
-        unet = UNetSpatioTemporalConditionModel.from_config(config)
-    return unet.to("meta").requires_grad_(False)
+    from mtcore.gpuplan import meta_unet
+
+    return meta_unet(UNetSpatioTemporalConditionModel,
+                     UNetSpatioTemporalConditionModel.load_config(tiny_model_dir / "unet"))
 
 
 def test_counts_scale_with_the_work_and_checkpointing_saves_memory(meta_unet):

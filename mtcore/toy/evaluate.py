@@ -159,9 +159,9 @@ def evaluate(
 def _invert_pairs(model: SVDModel, pairs: list[Pair], config: InversionConfig, seed: int, batch: int,
                   progress: Callable[[int, int, str], None] | None) -> dict[int, tuple[MotionEmbedding, float]]:
     """Pair index -> (its inverted embedding, its share of the batch's seconds)."""
-    out = {}
-    for start in range(0, len(pairs), max(1, batch)):
-        chunk = range(start, min(start + max(1, batch), len(pairs)))
+    out, batch = {}, max(1, batch)
+    for start in range(0, len(pairs), batch):
+        chunk = range(start, min(start + batch, len(pairs)))
         if progress is not None:
             progress(0, len(pairs), f"inverting pairs {chunk[0] + 1}-{chunk[-1] + 1}")
         t0 = time.perf_counter()
