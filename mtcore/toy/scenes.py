@@ -23,7 +23,7 @@ from mtcore.errors import InputError
 from mtcore.toy import photos
 from mtcore.toy.render import _background_field, _sprite_masks, render
 from mtcore.toy.sampling import _hsv, sample_appearance, sample_motion, sample_start
-from mtcore.toy.world import SHAPES, TEXTURES, Appearance, Motion, WorldConfig, wrap
+from mtcore.toy.world import TEXTURES, Appearance, Motion, WorldConfig, wrap
 
 FAMILIES = ("toy", "photo_sprite", "camera")
 KINDS = ("translate", "orbit", "zigzag", "bounce", "pan", "zoom")
@@ -326,16 +326,19 @@ def _sprite_at(frame: np.ndarray, centre, radius: float, inside_fn) -> tuple[np.
 
 
 def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = None,
-                 like: Scene | None = None) -> Scene:
-    """A window on a larger photo that pans (any direction) or zooms (in or out)."""
+                 like: Scene | None = None, motion: CameraMotion | None = None) -> Scene:
+    """A window on a larger photo that pans (any direction) or zooms (in or out); `motion` (or `like`'s
+    motion) fixes the pan velocity or zoom step instead of drawing it."""
     S, F, ss = cfg.size, cfg.frames, cfg.supersample
-    kind = _kind(rng, kind, CAMERA_KINDS, "camera")
+    if like is not None:
+        motion = like.motion
+    kind = _kind(rng, motion.kind if motion is not None else kind, CAMERA_KINDS, "camera")
     canvas_side = int(S * rng.uniform(1.8, 2.6))  # the larger image, in output px
     canvas = photos.random_crop(rng, cfg.photos, canvas_side * 2)  # stored at 2x: 1 output px = 2 canvas px
     t = np.arange(F, dtype=np.float64)
     if kind == "pan":
-        if like is not None:
-            velocity = np.array(like.motion.velocity)
+        if motion is not None:
+            velocity = np.array(motion.velocity)
         else:
             angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(*cfg.speed_range)
             velocity = speed * np.array([np.cos(angle), np.sin(angle)])  # content motion, output px/frame
@@ -345,7 +348,7 @@ def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = 
         log_zoom = np.zeros(F - 1)
         displacements = np.tile(velocity, (F - 1, 1))
     else:
-        step = like.motion.step if like is not None else rng.uniform(*cfg.zoom_range) * rng.choice([-1.0, 1.0])
+        step = motion.step if motion is not None else rng.uniform(*cfg.zoom_range) * rng.choice([-1.0, 1.0])
         view = S * rng.uniform(0.9, 1.3) * np.exp(-step * t) if step > 0 else S * rng.uniform(0.7, 0.9) * np.exp(-step * t)
         centres = np.zeros((F, 2))
         log_zoom = np.full(F - 1, step)
@@ -354,7 +357,7 @@ def camera_scene(rng: np.random.Generator, cfg: SceneConfig, kind: str | None = 
     half = view[:, None] / 2
     low, high = (half - centres).max(axis=0), (canvas_side - half - centres).min(axis=0)
     if np.any(low > high):  # too big a move for this canvas: try again with another draw
-        return camera_scene(rng, cfg, kind, like)
+        return camera_scene(rng, cfg, kind, like, motion)
     origin = rng.uniform(low, high)
     frames = []
     for c, v in zip(centres + origin, view):
