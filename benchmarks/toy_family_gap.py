@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from mtcore.toy.scenes import FAMILIES
-from mtcore.toy.train import ToyTrainConfig, Trainer, scene_batch
+from mtcore.toy.train import ToyTrainConfig, Trainer, relative_gap, scene_batch
 
 
 def main(folder: str = "checkpoints/toy32") -> None:
@@ -22,10 +22,10 @@ def main(folder: str = "checkpoints/toy32") -> None:
     trainer = Trainer(cfg, folder)
     for i, family in enumerate(FAMILIES):
         only = dataclasses.replace(cfg, family_weights=tuple(float(j == i) for j in range(len(FAMILIES))))
-        trainer.eval_frames, trainer.eval_tokens, _ = scene_batch(only, np.random.default_rng([0, 10**9, i]), 24, True)
-        gap = trainer.loss_gap(sigmas=(2.0, 5.0, 10.0))
+        frames, tokens, _ = scene_batch(only, np.random.default_rng([0, 10**9, i]), 24, True)
+        gap = trainer.loss_gap((2.0, 5.0, 10.0), frames, tokens)
         print(f"{family:13s} step {trainer.step}: " + "  ".join(
-            f"sigma {s}: {1 - gap[f'true@{s}'] / gap[f'null@{s}']:.3f}" for s in ("2", "5", "10")), flush=True)
+            f"sigma {s}: {relative_gap(gap, s):.3f}" for s in ("2", "5", "10")), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from mtcore.errors import InputError
 from mtcore.toy import photos
 from mtcore.toy.evaluate import KINDS, true_motion
 from mtcore.toy.scenes import FAMILIES, CameraMotion, SceneConfig, camera_scene, sample_scene
+from mtcore.toy.tracking import camera_motion
 
 CFG = SceneConfig(size=32, frames=8, photos=photos.HELD_OUT)
 FAMILY_KINDS = [(f, k) for f in FAMILIES for k in KINDS[f]]
@@ -52,8 +53,6 @@ def test_a_fixed_camera_pan_is_recovered_by_phase_correlation():
     motion = CameraMotion("pan", velocity=(-3.0, 1.0))
     scene = camera_scene(np.random.default_rng(1), CFG, motion=motion)
     np.testing.assert_allclose(scene.displacements, np.tile([-3.0, 1.0], (7, 1)))
-    from mtcore.toy.tracking import camera_motion
-
     shifts, _ = camera_motion(scene.frames)
     np.testing.assert_allclose(shifts.mean(axis=0), [-3.0, 1.0], atol=0.5)
     # a still view of the same photo gives no shift: the measured pan is the scene's, not the tracker's
@@ -65,8 +64,6 @@ def test_a_fixed_camera_pan_is_recovered_by_phase_correlation():
 def test_zoom_sign_is_recovered(step):
     scene = camera_scene(np.random.default_rng(2), CFG, motion=CameraMotion("zoom", step=step))
     assert true_motion(scene, scene.frames)["cosine"] > 0.9  # same sign as the true log zoom
-    from mtcore.toy.tracking import camera_motion
-
     assert np.sign(camera_motion(scene.frames)[1].mean()) == np.sign(step)
 
 

@@ -214,22 +214,26 @@ class Trainer:
             self.unet.train()
 
     @torch.no_grad()
-    def loss_gap(self, sigmas=(0.5, 2.0, 5.0, 10.0)) -> dict[str, float]:
-        """Loss of the EMA model with true vs null motion tokens on a fixed held-out batch, per sigma."""
+    def loss_gap(self, sigmas=(0.5, 2.0, 5.0, 10.0), frames: torch.Tensor | None = None,
+                 tokens: torch.Tensor | None = None) -> dict[str, float]:
+        """Loss of the EMA model with true vs null motion tokens per sigma, on `frames` / `tokens`
+        (default: the fixed held-out batch)."""
+        frames = self.eval_frames if frames is None else frames
+        tokens = self.eval_tokens if tokens is None else tokens
         with self.ema_weights():
-            return self._loss_gap(sigmas)
+            return self._loss_gap(sigmas, frames, tokens)
 
-    def _loss_gap(self, sigmas) -> dict[str, float]:
+    def _loss_gap(self, sigmas, frames: torch.Tensor, tokens: torch.Tensor) -> dict[str, float]:
         g = torch.Generator().manual_seed(123)
-        n = len(self.eval_frames)
+        n = len(frames)
         ids = self._time_ids(n)
         out = {}
         for s in sigmas:
             sigma = torch.full((n,), s)
-            noise = torch.randn(self.to_latents(self.eval_frames).shape, generator=g)
-            zero_cond = torch.zeros_like(self.eval_frames[:, 0])
-            true = self.loss_on(self.eval_frames, self.eval_tokens, sigma, noise, zero_cond, ids).item()
-            null = self.loss_on(self.eval_frames, torch.zeros_like(self.eval_tokens), sigma, noise, zero_cond, ids).item()
+            noise = torch.randn(self.to_latents(frames).shape, generator=g)
+            zero_cond = torch.zeros_like(frames[:, 0])
+            true = self.loss_on(frames, tokens, sigma, noise, zero_cond, ids).item()
+            null = self.loss_on(frames, torch.zeros_like(tokens), sigma, noise, zero_cond, ids).item()
             out[f"true@{s:g}"], out[f"null@{s:g}"] = true, null
         return out
 
@@ -297,6 +301,12 @@ def _contiguous(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in d.items()}
 
 
+def relative_gap(ev: dict[str, float], sigma: str) -> float:
+    """1 - loss(true motion) / loss(null) at `sigma` (as "2", "10") of a `loss_gap` result: the share of
+    the loss the motion input explains."""
+    return 1 - ev[f"true@{sigma}"] / ev[f"null@{sigma}"]
+
+
 def plot_history(history: list[dict], path: str | Path) -> Path:
     """Loss curve (smoothed training loss) and the held-out true-vs-null loss gap, as a PNG."""
     import matplotlib
@@ -316,7 +326,7 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     a.set(title="training loss (moving average)", xlabel="step")
     for s in ("2", "5", "10"):
         xs = [e["step"] for e in evals]
-        gap = [1 - e["eval"][f"true@{s}"] / e["eval"][f"null@{s}"] for e in evals]
+        gap = [relative_gap(e["eval"], s) for e in evals]
         b.plot(xs, gap, label=f"sigma {s}")
     b.set(title="held-out loss gap: 1 - loss(true motion) / loss(null)", xlabel="step")
     b.axhline(0, color="grey", lw=0.5)
