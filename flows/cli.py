@@ -20,6 +20,10 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 # No phoning home: Prefect's server telemetry and Ray's usage stats reach outside hosts.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Without PREFECT_API_URL every flow command starts a temporary Prefect server, which builds its database
+# on first use. Prefect waits 20 s for it; that took 15 s on an idle 2-core machine here, and a busy one
+# (CI) went past 20 s and failed the command before any work. Wait up to 180 s; a user's own value wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from flows import cli_eval  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402

@@ -18,9 +18,7 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 
 from mtcore.catalog import read_table
 from mtcore.errors import InputError

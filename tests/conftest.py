@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -69,7 +70,29 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
-def write_manifest(folder, references: dict, targets: dict, **extra) -> "Path":
+@pytest.fixture(scope="session")
+def prefect_api(prefect_harness) -> str:
+    """The session server's API URL, for `mt` subprocesses (`cli_env`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def cli_env(home, api: str | None = None, **extra: str) -> dict:
+    """Environment of an `mt` subprocess. With `api` (the `prefect_api` fixture) its flows use the session's
+    server, as a user's with PREFECT_API_URL set do; without, each command starts Prefect's temporary
+    server with its database in `home`, as a user's first run does. That start-up took 15 s on an idle
+    2-core machine here and more on a busy one, so only the tests about that path take it (the messy run
+    in test_bad_inputs, the killed-worker run in test_faults)."""
+    env = dict(os.environ, PREFECT_HOME=str(home), COLUMNS="150")
+    env.update(extra)
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+def write_manifest(folder, references: dict, targets: dict, **extra) -> Path:
     """A manifest YAML in `folder` naming the given {id: path} media; `extra` adds top-level keys."""
     import yaml
 

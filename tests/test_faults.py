@@ -19,16 +19,13 @@ import psutil
 import pytest
 
 from mtcore.catalog import read_table
-from tests.conftest import write_manifest
+from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 
 
 def mt_run(manifest: Path, out: Path, home: Path, *extra, wait: bool = True, api: str | None = None):
     """`mt run` in a subprocess: on Prefect's temporary server, as a user's first run, or on `api`."""
-    env = dict(os.environ, PREFECT_HOME=str(home), COLUMNS="150")
-    env.pop("PREFECT_API_URL", None)
-    if api:
-        env["PREFECT_API_URL"] = api
+    env = cli_env(home, api)
     cmd = [MT, "run", str(manifest), "--out", str(out), "--json", *map(str, extra)]
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -175,10 +172,8 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
     assert_each_key_ok_once(out, 2, 4)
 
 
-def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_harness, two_by_two_manifest, tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
-    out, home, api = tmp_path / "out", tmp_path / "home", PREFECT_API_URL.value()  # the session's server: saves two start-ups
+def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_api, two_by_two_manifest, tmp_path):
+    out, home, api = tmp_path / "out", tmp_path / "home", prefect_api  # the session's server: saves two start-ups
     proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False, api=api)
     try:
         deadline = time.monotonic() + 600
@@ -198,7 +193,7 @@ def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_harne
     assert_each_key_ok_once(out, 2, 4)
 
 
-def test_two_runs_on_one_output_folder_share_the_work(two_by_two_manifest, tmp_path):
+def test_two_runs_on_one_output_folder_share_the_work(prefect_api, two_by_two_manifest, tmp_path):
     from tasks.claims import Claims
 
     out = tmp_path / "out"
@@ -213,7 +208,7 @@ def test_two_runs_on_one_output_folder_share_the_work(two_by_two_manifest, tmp_p
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "run_id": "killed-run"}))
 
-    runs = [mt_run(two_by_two_manifest, out, tmp_path / f"home{i}", wait=False) for i in range(2)]
+    runs = [mt_run(two_by_two_manifest, out, tmp_path / f"home{i}", wait=False, api=prefect_api) for i in range(2)]
     try:
         outputs = [p.communicate(timeout=900) for p in runs]
     finally:

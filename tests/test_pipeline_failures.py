@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from mtcore.catalog import read_table
-from tests.conftest import write_manifest
+from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 
 
-def mt(*args, cwd, home):
-    env = dict(os.environ, PREFECT_HOME=str(home), COLUMNS="150")
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.run([MT, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+def mt(*args, cwd, home, api=None):
+    return subprocess.run([MT, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=cli_env(home, api),
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")
-def bad_run(media, tmp_path_factory, tiny_model_dir):
+def bad_run(prefect_api, media, tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("bad")
     (folder / "corrupt.mp4").write_bytes(b"this is not a video")
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
@@ -30,7 +28,7 @@ def bad_run(media, tmp_path_factory, tiny_model_dir):
         model=str(tiny_model_dir),
     )
     out = folder / "out"
-    run = mt("run", manifest, "--out", out, cwd=folder, home=tmp_path_factory.mktemp("prefect"))
+    run = mt("run", manifest, "--out", out, cwd=folder, home=tmp_path_factory.mktemp("prefect"), api=prefect_api)
     return manifest, out, run
 
 

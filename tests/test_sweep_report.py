@@ -4,7 +4,6 @@ by `mt evaluate`, and `mt report` opened in a real headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -12,7 +11,7 @@ import time
 import pytest
 
 from mtcore.catalog import read_table
-from tests.conftest import write_manifest
+from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 
 
@@ -45,9 +44,9 @@ def test_every_combination_is_planned_cached_and_catalogued(sweep):
     assert not (out / "catalog" / "metrics").exists()
 
 
-def test_evaluate_fills_in_missing_metrics_once_and_summarises(sweep):
+def test_evaluate_fills_in_missing_metrics_once_and_summarises(sweep, prefect_api, tmp_path):
     out, _ = sweep
-    env = dict(os.environ, COLUMNS="200")
+    env = cli_env(tmp_path, prefect_api, COLUMNS="200")
     first = subprocess.run([MT, "evaluate", str(out), "--group-by", "config", "--json"], capture_output=True, text=True,
                            env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -68,12 +67,13 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-def test_report_plays_every_video_in_a_real_browser(sweep, tmp_path):
+def test_report_plays_every_video_in_a_real_browser(sweep, prefect_api, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     out, summary = sweep
-    subprocess.run([MT, "evaluate", str(out), "--json"], capture_output=True, timeout=600, check=True)
+    subprocess.run([MT, "evaluate", str(out), "--json"], capture_output=True, timeout=600, check=True,
+                   env=cli_env(tmp_path, prefect_api))
     r = subprocess.run([MT, "report", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     page = out / "report" / "index.html"
