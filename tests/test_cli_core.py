@@ -97,3 +97,15 @@ def test_bad_inputs_fail_with_one_clear_line(cli_model, reference_video, tmp_pat
         _one_line_error(bad_image.result(), junk, "unreadable image")
     assert not (tmp_path / "x.mp4").exists()
     _one_line_error(mt("init-model", other), other, "not empty")
+
+
+def test_prefect_temporary_server_gets_time_to_start_and_a_user_value_wins():
+    """Prefect's own 20 s wait was exceeded on a busy CI machine; `mt` sets 180 s under Prefect's real
+    setting name (a wrong name would be silently ignored), and leaves a user's value alone."""
+    code = ("import flows.cli; from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
+            "print(s.value())")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=dict(env, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="45"))
+    assert (ours.stdout.strip(), theirs.stdout.strip()) == ("180", "45"), ours.stderr + theirs.stderr
