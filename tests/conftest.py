@@ -83,7 +83,7 @@ def cli_env(home, api: str | None = None, **extra: str) -> dict:
     server, as a user's with PREFECT_API_URL set do; without, each command starts Prefect's temporary
     server with its database in `home`, as a user's first run does. That start-up took 15 s on an idle
     2-core machine here and more on a busy one, so only the tests about that path take it (the messy run
-    in test_bad_inputs, the killed-worker run in test_faults)."""
+    in test_bad_inputs, the killed-worker run in test_faults); test_serve gives its own server."""
     env = dict(os.environ, PREFECT_HOME=str(home), COLUMNS="150")
     env.update(extra)
     env.pop("PREFECT_API_URL", None)

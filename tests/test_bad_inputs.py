@@ -3,7 +3,6 @@ file, the manifest entry and the field, the accepted oddities are converted, and
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tracemalloc
 
@@ -13,7 +12,7 @@ from PIL import Image
 
 from mtcore.catalog import read_table
 from mtcore.errors import InputError
-from tests.conftest import moving_square_frames
+from tests.conftest import cli_env, moving_square_frames
 from tests.test_cli_core import MT
 
 SECRET = "hf_not_a_real_token_4242"
@@ -110,10 +109,8 @@ def messy_run(tmp_path_factory, tiny_model_dir):
         "targets": [{"id": k, "path": v.name} for k, v in targets.items()], "pairs": pairs, "seeds": [0],
         "inversion": {"steps": 1, "tokens_per_frame": 1}, "transfer": {"steps": 1}, "metrics": False,
     }, sort_keys=False))
-    env = dict(os.environ, PREFECT_HOME=str(d / "home"), COLUMNS="150", HF_TOKEN=SECRET)
-    env.pop("PREFECT_API_URL", None)
-    run = subprocess.run([MT, "run", str(manifest), "--out", str(d / "out")], capture_output=True, text=True, env=env,
-                         timeout=900)
+    run = subprocess.run([MT, "run", str(manifest), "--out", str(d / "out")], capture_output=True, text=True,
+                         env=cli_env(d / "home", HF_TOKEN=SECRET), timeout=900)
     emb = read_table(d / "out", "embeddings").set_index("reference_id")
     tr = read_table(d / "out", "transfers").set_index(["reference_id", "target_id"])
     index = {"reference": {k: i for i, k in enumerate(refs)}, "target": {k: i for i, k in enumerate(targets)}}

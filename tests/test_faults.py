@@ -173,8 +173,8 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
 
 
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_api, two_by_two_manifest, tmp_path):
-    out, home, api = tmp_path / "out", tmp_path / "home", prefect_api  # the session's server: saves two start-ups
-    proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False, api=api)
+    out, home = tmp_path / "out", tmp_path / "home"  # on the session's server: saves two start-ups
+    proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False, api=prefect_api)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not list((out / "store" / "embeddings").rglob("*.safetensors")):
@@ -185,7 +185,7 @@ def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_api, 
         kill_session(proc)
     done_before = len(list((out / "store" / "embeddings").rglob("*.safetensors")))
     assert done_before == 1
-    again = mt_run(two_by_two_manifest, out, home, api=api)
+    again = mt_run(two_by_two_manifest, out, home, api=prefect_api)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = summary_of(again.stdout)
     assert summary["inversions_computed"] == 2 - done_before and summary["inversions_cached"] == done_before

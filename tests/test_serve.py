@@ -3,7 +3,6 @@ and a run triggered with `prefect deployment run` completes and fills the catalo
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from mtcore.catalog import read_table
-from tests.conftest import write_manifest
+from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -41,8 +40,7 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server-home")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env.pop("PREFECT_API_URL", None)
+    env = cli_env(home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -54,16 +52,15 @@ def server(tmp_path_factory):
             return proc.poll() is not None and pytest.fail((home / "server.log").read_text()[-2000:])
 
     wait_until(healthy, 120, "the Prefect server")
-    yield api, dict(env, PREFECT_API_URL=api)
+    yield api, cli_env(home, api, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     proc.terminate()
     proc.wait(30)
 
 
 def test_mt_serve_without_server_is_a_clear_error(tmp_path, media):
     manifest = write_manifest(tmp_path, {"right": media / "right.mp4"}, {"cat": media / "cat.png"})
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)
-    r = subprocess.run([MT, "serve", str(manifest), "--cron", "0 3 * * *"], capture_output=True, text=True, env=env)
+    r = subprocess.run([MT, "serve", str(manifest), "--cron", "0 3 * * *"], capture_output=True, text=True,
+                       env=cli_env(tmp_path))
     assert r.returncode == 2 and "PREFECT_API_URL" in r.stderr and "prefect server start" in r.stderr
 
 
