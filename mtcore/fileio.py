@@ -26,6 +26,11 @@ FOREIGN_TMP_AGE = 24 * 3600.0
 """A temporary file written by another host is removed once it is this old (seconds)."""
 
 
+def _tag() -> str:
+    """`<host>-<pid>-<uuid8>`: which process names a temporary file, unique per call."""
+    return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def require_file(path: str | os.PathLike) -> Path:
     """The path of an input file that exists and is a file, else an InputError naming it.
 
@@ -48,8 +53,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffi
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.stem}.tmp-{tag}{path.suffix if suffix is None else suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{_tag()}{path.suffix if suffix is None else suffix}")
     try:
         write_fn(tmp)
         os.replace(tmp, path)
@@ -111,8 +115,10 @@ def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> Path:
         raise InputError(out, "exists and is not a folder") from None
     except OSError as exc:
         raise InputError(out, f"cannot be created ({exc.strerror or exc})") from None
+    # each call probes under its own name, one a killed run's cleanup takes for a stale temporary:
+    # runs started together on one folder must not rename over, or remove, each other's probe
     try:
-        probe = atomic_write(out / ".write-probe", lambda tmp: tmp.write_bytes(b"ok"))
+        probe = atomic_write(out / f".write-probe.tmp-{_tag()}", lambda tmp: tmp.write_bytes(b"ok"))
         probe.unlink()
     except OSError as exc:
         raise InputError(out, f"cannot be written ({exc.strerror or exc})") from None
