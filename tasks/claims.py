@@ -136,8 +136,9 @@ def _read(path: Path) -> dict | None:
 
 def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewhere, on_done, on_elsewhere,
                   commit, poll: float = 2.0) -> None:
-    """Serve the items whose keys this run can claim; wait for the others (another live run holds them),
-    then count each as done elsewhere (its rows are in the catalog) or, if that run gave it up, do it.
+    """Serve the items whose keys this run can claim and that no other run has finished meanwhile; wait
+    for the others (another live run holds them), then count each as done elsewhere (its rows are in
+    the catalog) or, if that run gave it up, do it.
 
     keys_of(item) -> its keys; done_elsewhere(items) -> the subset now done (one catalog read);
     on_done(item, rows | error) as `pool.map`; on_elsewhere(item) for items another run finished;
@@ -161,6 +162,13 @@ def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewh
                 taken.append(key)
             else:
                 mine.append(item)
+        # what another run finished since this run's plan (its rows committed, its claims released)
+        # is not done again: a claim is taken only after its holder's rows are in the catalog
+        finished = done_elsewhere(mine) if mine else []
+        for item in finished:
+            claims.release(keys_of(item))
+            on_elsewhere(item)
+        mine = [item for item in mine if item not in finished]
         pool.map(mine, on_done)
         commit()
         while any(claims.holder(k) is not None for item in theirs for k in keys_of(item)):

@@ -151,13 +151,23 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
     """Jobs whose artifact is already in the store but has no ok row (a run killed between writing the
     file and committing its row) get their row now, marked worker "recovered", instead of being
     computed again; the others are returned. An artifact is complete or absent (atomic writes); a key
-    another live run holds is left to that run."""
+    another live run holds is left to that run, and one whose row another run has committed since this
+    run's plan counts as done elsewhere (no second row)."""
+    mine = {job.key for job in jobs if store_path(out, table, job.key).is_file()
+            and (claims is None or claims.claim(job.key))}
+    # read after claiming: a run releases a key only once its row is in the catalog
+    committed = ok_keys(out, table) if mine else set()
     todo, recovered = [], []
     for job in jobs:
-        if store_path(out, table, job.key).is_file() and (claims is None or claims.claim(job.key)):
-            recovered.append(row_fn(job))
-        else:
+        if job.key not in mine:
             todo.append(job)
+        elif job.key in committed:
+            sink.result.ok_keys.add(job.key)
+            sink.result.elsewhere += 1
+            if claims is not None:
+                claims.release([job.key])
+        else:
+            recovered.append(row_fn(job))
     if recovered:
         sink.add({table: recovered}, recovered=True)
         log.info("%d %s were in the store without their row (a killed run): recorded, not recomputed",
