@@ -132,7 +132,8 @@ def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Cl
             log.info("inversion %s: made by another run sharing %s", job.reference_id, out)
 
     todo = _recover(plan.inversions_todo, "embeddings", out, claims, sink,
-                    lambda job: embedding_row(job, None, None, 0.0, "recovered"), log)
+                    lambda job: embedding_row(job, None, None, 0.0, "recovered"),
+                    lambda job: elsewhere(InversionBatch((job,))), log)
     serve_claimed(pool, inversion_batches(todo, batch_size), claims, lambda batch: [j.key for j in batch.jobs],
                   _available(out, "embeddings"), on_done, elsewhere, sink.flush)
     sink.flush()
@@ -147,12 +148,13 @@ def inversion_batches(jobs: list[InversionJob], batch_size: int) -> list[Inversi
     return [InversionBatch(tuple(g[i : i + batch_size])) for g in groups.values() for i in range(0, len(g), batch_size)]
 
 
-def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowSink, row_fn, log) -> list:
+def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowSink, row_fn, on_elsewhere,
+             log) -> list:
     """Jobs whose artifact is already in the store but has no ok row (a run killed between writing the
     file and committing its row) get their row now, marked worker "recovered", instead of being
     computed again; the others are returned. An artifact is complete or absent (atomic writes); a key
     another live run holds is left to that run, and one whose row another run has committed since this
-    run's plan counts as done elsewhere (no second row)."""
+    run's plan is the stage's `on_elsewhere(job)` (no second row)."""
     mine = {job.key for job in jobs if store_path(out, table, job.key).is_file()
             and (claims is None or claims.claim(job.key))}
     # read after claiming: a run releases a key only once its row is in the catalog
@@ -162,10 +164,9 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
         if job.key not in mine:
             todo.append(job)
         elif job.key in committed:
-            sink.result.ok_keys.add(job.key)
-            sink.result.elsewhere += 1
             if claims is not None:
                 claims.release([job.key])
+            on_elsewhere(job)
         else:
             recovered.append(row_fn(job))
     if recovered:
@@ -217,7 +218,8 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
     def elsewhere(batch: TransferBatch) -> None:
         result.elsewhere += len(batch.jobs)
 
-    ready = _recover(ready, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"), log)
+    ready = _recover(ready, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
+                     lambda job: elsewhere(TransferBatch((job,))), log)
     serve_claimed(pool, transfer_batches(ready, batch_size), claims,
                   lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
                   sink.flush)

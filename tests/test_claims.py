@@ -57,14 +57,16 @@ def test_a_video_whose_row_another_run_committed_is_not_recorded_twice(tmp_path)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"mp4")
     planned = [SimpleNamespace(key=K1), SimpleNamespace(key=K2)]
-    result = StageResult()
+    result, elsewhere = StageResult(), []
     with Claims(tmp_path, "run-b") as claims:
         sink = RowSink(tmp_path, "transfers", result, "run-b", claims)
         todo = _recover(planned, "transfers", str(tmp_path), claims, sink,
-                        lambda job: transfer_row(job.key, worker="recovered"), logging.getLogger("test"))
+                        lambda job: transfer_row(job.key, worker="recovered"), elsewhere.append,
+                        logging.getLogger("test"))
         sink.flush()
         assert claims.held == set()
     assert todo == []
     rows = read_table(tmp_path, "transfers")
     assert sorted(zip(rows.transfer_key, rows.run_id, rows.worker)) == [(K1, "run-a", "w1"), (K2, "run-b", "recovered")]
-    assert result.elsewhere == 2 and result.computed == 0 and result.ok_keys == {K1, K2}
+    assert [job.key for job in elsewhere] == [K1]  # the stage counts it as done by another run
+    assert result.elsewhere == 1 and result.computed == 0 and result.ok_keys == {K2}  # K2: recovered here
