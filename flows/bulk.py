@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from mtcore.fileio import check_output_root
+from mtcore.outroot import check_output_root
+from mtcore.outroot import remove_probe, write_probe
 from tasks.claims import Claims
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.results import RunSummary, StageResult
@@ -43,8 +43,13 @@ def bulk_run(
     dtype: str | None = None,
     min_free_mb: float = 256.0,
     inversion_batch: int | None = None,
+    resources: dict[str, float] | None = None,
 ) -> RunSummary:
     """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
+
+    `manifest` and `out` are local paths or URLs (s3://bucket/prefix, ...: mtcore.storage); on a cluster of
+    several hosts OUT must be reachable from every node (object storage, or a shared mount), which each
+    worker checks before loading a model. `resources`: custom Ray resources each worker requests.
 
     Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
     item is computed twice and each finishes what the others leave.
@@ -52,20 +57,25 @@ def bulk_run(
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    out = str(check_output_root(Path(out).resolve(), int(min_free_mb * 2**20)))
+    out = check_output_root(out, int(min_free_mb * 2**20))
     plan = plan_stage(manifest, out)
-    pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype)
+    pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype,
+                             resources=dict(resources or {}))
     on_gpu = gpus_per_worker > 0 or (device or "").startswith("cuda")
     default_batch = GPU_INVERSION_GROUP if on_gpu else DEFAULT_INVERSION_BATCH
     inversions, transfers, measured, worker_stats = StageResult(), StageResult(), StageResult(), []
-    with RaySession(ray_address) as session, Claims(out, run_id) as claims:
-        for model in plan.models:
-            part = plan.for_model(model)
-            with WorkerPool(session, model.model, model.revision, out, pool_config) as pool:
-                inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
-                transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
-                measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
-                inversions = inversions.merge(inverted)
-                worker_stats += pool.stats()
+    probe = (write_probe(out, run_id), run_id)  # every worker must read it back before loading a model
+    try:
+        with RaySession(ray_address) as session, Claims(out, run_id) as claims:
+            for model in plan.models:
+                part = plan.for_model(model)
+                with WorkerPool(session, model.model, model.revision, out, pool_config, probe) as pool:
+                    inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
+                    transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
+                    measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
+                    inversions = inversions.merge(inverted)
+                    worker_stats += pool.stats()
+    finally:
+        remove_probe(out, probe[0])
     return record_run(run_id, plan, inversions, transfers, measured, started, time.perf_counter() - t0, out,
                       worker_stats)

@@ -27,7 +27,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from flows import cli_eval  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
-from flows.console import guarded, print_summary, progress_bar  # noqa: E402
+from flows.console import guarded, print_summary, progress_bar, require_catalog  # noqa: E402
 from mtcore.config import InversionConfig  # noqa: E402  (light: defaults for the options)
 
 app = typer.Typer(
@@ -61,6 +61,24 @@ def local_only() -> None:
         return  # too late to change Ray's mind; only in-process callers (tests) get here
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
+
+
+def parse_resources(text: str | None) -> dict[str, float]:
+    """--resources: a JSON object of resource name -> amount (InputError names what is wrong)."""
+    import json
+
+    from mtcore.errors import InputError
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError("--resources", f"not JSON ({exc})") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and
+                                              not isinstance(v, bool) and v > 0 for k, v in value.items()):
+        raise InputError("--resources", f'must be a JSON object of positive amounts, e.g. {{"svd_host": 1}}; got {text}')
+    return {k: float(v) for k, v in value.items()}
 
 
 MODEL_HELP = "SVD pipeline: a local diffusers folder or a hub id. Default: the project's built-in CPU model."
@@ -182,7 +200,7 @@ def transfer(
 
 @app.command()
 @guarded
-def validate(manifest: Path = typer.Argument(..., help="Manifest YAML file.")) -> None:
+def validate(manifest: str = typer.Argument(..., help="Manifest YAML file (a path or a URL, e.g. s3://bucket/m.yaml).")) -> None:
     """Check a manifest without running it: structure (refuses the run) and media (fails only their rows).
 
     Exit status: 0 all good, 1 some media missing or unreadable, 2 the manifest itself is invalid.
@@ -205,9 +223,15 @@ def validate(manifest: Path = typer.Argument(..., help="Manifest YAML file.")) -
 @app.command()
 @guarded
 def run(
-    manifest: Path = typer.Argument(..., help="Manifest YAML file."),
-    out: Path = typer.Option(Path("mt-out"), help="Output root: store/ (artifacts) and catalog/ (Parquet)."),
+    manifest: str = typer.Argument(..., help="Manifest YAML file: a path or a URL (s3://bucket/manifest.yaml); "
+                                             "relative media paths resolve against its folder."),
+    out: str = typer.Option("mt-out", help="Output root: store/ (artifacts) and catalog/ (Parquet). A local folder, "
+                                           "or a URL (s3://bucket/prefix) that every node of a cluster reaches; "
+                                           "credentials and endpoint from the standard AWS variables or profile."),
     ray_address: Optional[str] = typer.Option(None, help="Join a Ray cluster started with `ray start` (default: local Ray)."),
+    resources: Optional[str] = typer.Option(None, help='Custom Ray resources each model worker requests, as JSON '
+                                                       '(e.g. \'{"svd_host": 1}\': workers go only to nodes that '
+                                                       'offer them).'),
     gpus_per_worker: float = typer.Option(0.0, help="num_gpus each model worker requests (0 = CPU workers)."),
     workers: Optional[int] = typer.Option(None, help="Model workers (default: one per GPU, or 1 on CPU)."),
     batch_size: int = typer.Option(4, help="Targets sharing an embedding sampled in one UNet call."),
@@ -226,12 +250,13 @@ def run(
     Only what the store lacks is computed; a re-run of the same manifest computes nothing new.
     Exit status 1 when any row failed (see the summary and catalog error columns).
     """
-    from mtcore.fileio import check_output_root
+    from mtcore.outroot import check_output_root
     from mtcore.manifest import load_manifest
 
     # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
+    worker_resources = parse_resources(resources)
     load_manifest(manifest)
-    check_output_root(out, int(min_free_mb * 2**20))
+    out = check_output_root(out, int(min_free_mb * 2**20))
     if ray_address is None:
         local_only()
     quiet_ephemeral_prefect()
@@ -239,7 +264,7 @@ def run(
 
     summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
                        workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
-                       inversion_batch=inversion_batch)
+                       inversion_batch=inversion_batch, resources=worker_resources)
     print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)
@@ -248,11 +273,11 @@ def run(
 @app.command()
 @guarded
 def serve(
-    manifest: Path = typer.Argument(..., help="Manifest YAML file."),
+    manifest: str = typer.Argument(..., help="Manifest YAML file (a path or a URL)."),
     cron: Optional[str] = typer.Option(None, help='Cron schedule, e.g. "0 3 * * *".'),
     interval: Optional[float] = typer.Option(None, help="Or: seconds between runs."),
     name: Optional[str] = typer.Option(None, help="Deployment name (default: the manifest's name)."),
-    out: Path = typer.Option(Path("mt-out"), help="Output root shared by every scheduled run."),
+    out: str = typer.Option("mt-out", help="Output root shared by every scheduled run (a folder or a URL)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for the runs (default: local Ray)."),
     gpus_per_worker: float = typer.Option(0.0, help="num_gpus each model worker requests."),
     workers: Optional[int] = typer.Option(None, help="Model workers per run."),
@@ -276,7 +301,9 @@ def serve(
     from flows.bulk import FLOW_NAME, bulk_run
 
     deployment = name or loaded.name
-    params = {"manifest": str(loaded.path), "out": str(out.resolve()), "ray_address": ray_address,
+    from mtcore.storage import normalize
+
+    params = {"manifest": str(loaded.path), "out": normalize(out), "ray_address": ray_address,
               "gpus_per_worker": gpus_per_worker, "workers": workers}
     typer.echo(f"serving deployment '{FLOW_NAME}/{deployment}' ({'cron ' + cron if cron else f'every {interval:g} s'}); "
                f"trigger now with: prefect deployment run '{FLOW_NAME}/{deployment}'")
@@ -286,9 +313,9 @@ def serve(
 @app.command()
 @guarded
 def sheet(
-    out: Path = typer.Option(Path("mt-out"), help="Output root of `mt run` (its catalogs and store)."),
-    png: Path = typer.Option(Path("contact-sheet.png"), help="PNG to write."),
-    manifest: Optional[Path] = typer.Option(None, help="Show each reference's own frames first (its manifest)."),
+    out: str = typer.Option("mt-out", help="Output root of `mt run` (its catalogs and store; a folder or a URL)."),
+    png: str = typer.Option("contact-sheet.png", help="PNG to write (a path or a URL)."),
+    manifest: Optional[str] = typer.Option(None, help="Show each reference's own frames first (its manifest)."),
     scale: int = typer.Option(0, help="Enlarge frames by this factor (0 = up to ~64 px high)."),
     limit: int = typer.Option(40, help="At most this many videos."),
 ) -> None:
@@ -306,7 +333,7 @@ def sheet(
 @app.command()
 @guarded
 def compact(
-    out: Path = typer.Argument(Path("mt-out"), help="Output root of `mt run`."),
+    out: str = typer.Argument("mt-out", help="Output root of `mt run` (a folder or a URL)."),
     rows_per_file: int = typer.Option(1_000_000, help="Rows per compacted part file."),
 ) -> None:
     """Rewrite each catalog table's many small part files as a few large ones (faster plans and queries).
@@ -314,10 +341,8 @@ def compact(
     Safe while runs write and readers read: no row is lost, new parts written meanwhile are kept.
     """
     from mtcore.catalog import SCHEMAS, compact as compact_table
-    from mtcore.errors import InputError
 
-    if not (out / "catalog").is_dir():
-        raise InputError(out, "no catalog here: is this the --out of an `mt run`?")
+    require_catalog(out)
     for table in SCHEMAS:
         before, after, rows = compact_table(out, table, rows_per_file)
         typer.echo(f"{table}: {before} part file(s) -> {after} ({rows} rows rewritten)")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flows.console import guarded
+from flows.console import guarded, require_catalog
 from mtcore.config import InversionConfig
 
 
@@ -46,7 +46,7 @@ def metrics(
 
 @guarded
 def evaluate(
-    out: Path = typer.Argument(Path("mt-out"), help="Output root of `mt run`."),
+    out: str = typer.Argument("mt-out", help="Output root of `mt run` (a folder or a URL)."),
     group_by: str = typer.Option("reference", help="Summarise per reference, target, model or config."),
     fill: bool = typer.Option(True, help="First measure finished transfers that lack the current metrics."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
@@ -61,8 +61,7 @@ def evaluate(
 
     if group_by not in GROUPS:
         raise InputError("--group-by", f"must be one of {', '.join(GROUPS)}, got {group_by!r}")
-    if not (out / "catalog" / "transfers").is_dir():
-        raise InputError(out, "no catalog/transfers here: is this the --out of an `mt run`?")
+    require_catalog(out, "transfers")
     filled = None
     if fill:
         from flows.evaluate import fill_metrics
@@ -85,11 +84,14 @@ def evaluate(
 
 @guarded
 def report(
-    out: Path = typer.Argument(Path("mt-out"), help="Output root of `mt run`."),
+    out: str = typer.Argument("mt-out", help="Output root of `mt run` (a folder or a URL)."),
     run: Optional[str] = typer.Option(None, "--run", help="Only the transfers made by this run id (default: all)."),
     page_size: int = typer.Option(50, help="Transfers per page of the table."),
 ) -> None:
-    """Write OUT/report/index.html: every transfer's reference, target and output side by side, with metrics."""
+    """Write OUT/report/index.html: every transfer's reference, target and output side by side, with metrics.
+
+    On object storage the page and its media are written there too, beside the store it links to
+    (serve the bucket, or copy OUT/report and OUT/store down, to look at it)."""
     from mtcore.report import write_report
 
     page = write_report(out, run_id=run, page_size=page_size)

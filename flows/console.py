@@ -79,3 +79,14 @@ def print_summary(summary, as_json: bool = False) -> None:
         typer.echo(f"  worker {w.worker}: {w.items} items, model loaded {w.model_loads}x on {w.device}")
     typer.echo(f"  catalogs:   {summary.catalogs}  (e.g. duckdb: SELECT * FROM "
                f"read_parquet('{summary.catalogs}/transfers/*.parquet'))")
+
+
+def require_catalog(out: str, table: str | None = None) -> None:
+    """InputError unless OUT (a folder or a URL) holds a catalog (with `table`, when given)."""
+    from mtcore.catalog import part_files, SCHEMAS
+    from mtcore.errors import InputError
+
+    tables = [table] if table else list(SCHEMAS)
+    if not any(part_files(out, t) for t in tables):
+        where = f"catalog/{table}" if table else "catalog"
+        raise InputError(out, f"no {where} here: is this the --out of an `mt run`?")

@@ -7,11 +7,12 @@ same model workers as `mt run` (the CLIP metrics need the model's image encoder)
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
 
+from mtcore.outroot import remove_probe, write_probe
+from mtcore.storage import normalize
 from tasks.measure import plan_missing_metrics
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.stages import metrics_stage
@@ -23,14 +24,19 @@ def fill_metrics(out: str, ray_address: str | None = None, gpus_per_worker: floa
     """Measure what OUT lacks; {"measured", "unmeasurable", "missing_files"}."""
     from mtcore import METRICS_VERSION
 
-    out = str(Path(out).resolve())
+    out = normalize(out)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     todo = plan_missing_metrics(out, METRICS_VERSION)
     measured = 0
-    with RaySession(ray_address) as session:
-        for plan in todo.plans:
-            model = plan.models[0]
-            with WorkerPool(session, model.model, model.revision, out, PoolConfig(workers=workers,
-                                                                                     gpus_per_worker=gpus_per_worker)) as pool:
-                measured += metrics_stage(pool, plan, out, run_id).measured
+    probe = (write_probe(out, run_id), run_id) if todo.plans else None
+    try:
+        with RaySession(ray_address) as session:
+            for plan in todo.plans:
+                model = plan.models[0]
+                config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker)
+                with WorkerPool(session, model.model, model.revision, out, config, probe) as pool:
+                    measured += metrics_stage(pool, plan, out, run_id).measured
+    finally:
+        if probe:
+            remove_probe(out, probe[0])
     return {"measured": measured, "unmeasurable": todo.unmeasurable, "missing_files": todo.missing_files}

@@ -4,14 +4,17 @@
     OUT/store/videos/<key[:2]>/<key>.mp4               transferred videos
     OUT/catalog/<table>/part-<UTC time>-<uuid8>.parquet  append-only rows, one file per append
 
-Appends never rewrite a file, so concurrent workers need no lock; every file is written aside
-and renamed into place, so readers (this module, pandas, DuckDB) never see a partial file.
+OUT is a local folder or an object-store URL (mtcore.storage). Appends never rewrite a file, so
+concurrent workers need no lock; every file is written whole (aside and renamed locally, one PUT on
+object stores), so readers (this module, pandas, DuckDB) never see a partial file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import time
 import re
 import uuid
 from pathlib import Path
@@ -22,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from mtcore.fileio import atomic_write
+from mtcore.storage import join, located, storage
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -138,9 +141,9 @@ def store_relpath(table: str, key: str) -> str:
     return f"store/{folder}/{key[:2]}/{key}{suffix}"
 
 
-def store_path(out: str | os.PathLike, table: str, key: str) -> Path:
-    """OUT / store_relpath(table, key)."""
-    return Path(out) / store_relpath(table, key)
+def store_path(out: str | os.PathLike, table: str, key: str) -> Path | str:
+    """OUT / store_relpath(table, key): a Path for a local OUT, a URL (str) for object storage."""
+    return located(join(out, store_relpath(table, key)))
 
 
 def _schema(table: str) -> pa.Schema:
@@ -178,7 +181,7 @@ def _check_status(where: str, row: dict[str, Any], artifact: str) -> None:
         raise ValueError(f"{where}: status failed needs an error")
 
 
-def append_rows(out: str | os.PathLike, table: str, rows: list[dict[str, Any]]) -> Path | None:
+def append_rows(out: str | os.PathLike, table: str, rows: list[dict[str, Any]]) -> Path | str | None:
     """Validate rows against the table's schema and write them as one new Parquet file.
 
     Returns the file written, or None for no rows. ValueError names the row and column at fault.
@@ -194,19 +197,33 @@ def append_rows(out: str | os.PathLike, table: str, rows: list[dict[str, Any]]) 
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"{table}: {exc}") from None
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = Path(out) / "catalog" / table / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    # The tmp file must not end in .parquet: DuckDB's glob reads hidden files too.
-    return atomic_write(path, lambda tmp: pq.write_table(data, tmp), suffix=".tmp")
+    return _write_part(str(out), table, f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet", data)
+
+
+def _write_part(out: str, table: str, name: str, data: pa.Table, **options) -> Path | str:
+    """One Parquet part written whole; its location. Locally the temporary file must not end in
+    .parquet (DuckDB's glob reads hidden files too); on object stores it is a single PUT."""
+    store, rel = storage(out), f"catalog/{table}/{name}"
+    with store.writing(rel, suffix=".tmp") as tmp:
+        pq.write_table(data, tmp, **options)
+    return located(store.uri(rel))
+
+
+def _part_names(out: str | os.PathLike, table: str) -> list[str]:
+    """Relative paths of the table's committed parts (in-flight ".part-*.tmp-*" files are hidden)."""
+    return [rel for rel in storage(str(out)).files(f"catalog/{table}")
+            if rel.rsplit("/", 1)[-1].startswith("part-") and rel.endswith(".parquet")]
 
 
 def _dataset(out: str | os.PathLike, table: str) -> ds.Dataset | None:
     schema = _schema(table)
-    folder = Path(out) / "catalog" / table
-    if not folder.is_dir():
+    store = storage(str(out))
+    names = _part_names(out, table)
+    if not names:
         return None
-    # ignore_prefixes skips in-flight ".part-*.tmp-*" files; the explicit schema makes older
-    # files without a newer column read as nulls instead of failing.
-    return ds.dataset(folder, format="parquet", schema=schema, ignore_prefixes=[".", "_"])
+    # the explicit schema makes older files without a newer column read as nulls instead of failing
+    return ds.dataset([store.path(n) for n in names], format="parquet", schema=schema,
+                      filesystem=store.fs if store.remote else None)
 
 
 def _read(out: str | os.PathLike, table: str, **scan) -> pa.Table | None:
@@ -249,44 +266,69 @@ def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
     return set(data.column(column).to_pylist()) if data is not None else set()
 
 
-def part_files(out: str | os.PathLike, table: str) -> list[Path]:
-    """The table's committed part files."""
+def part_files(out: str | os.PathLike, table: str) -> list[Path | str]:
+    """The table's committed part files (Paths, or URLs for object storage)."""
     _schema(table)
-    folder = Path(out) / "catalog" / table
-    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    return [located(storage(str(out)).uri(n)) for n in _part_names(out, table)]
 
 
 def compact(out: str | os.PathLike, table: str, rows_per_file: int = 1_000_000) -> tuple[int, int, int]:
     """Rewrite a table's part files as a few large ones; (files before, files after, rows).
 
     Never loses a row and is safe beside readers and writers: it reads a snapshot of the part files
-    there now, writes their rows as new parts (atomically, as any part), and only then deletes
-    exactly that snapshot; parts appended meanwhile are untouched. Between the two steps a reader may
-    see a row twice (the catalogs' readers keep the latest row per key and retry a read whose file
-    vanished). One compaction of a table at a time (an OS lock, released if the process dies).
+    there now, writes their rows as new parts (whole, as any part), and only then deletes exactly that
+    snapshot; parts appended meanwhile are untouched. Between the two steps a reader may see a row
+    twice (the catalogs' readers keep the latest row per key and retry a read whose file vanished).
+    One compaction of a table at a time (`_compaction_lock`).
     """
-    import fcntl
-
-    folder = Path(out) / "catalog" / table
-    if not folder.is_dir():
-        return 0, 0, 0
-    with open(folder / ".compact.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        snapshot = part_files(out, table)
+    out = str(out)
+    store = storage(out)
+    _schema(table)
+    with _compaction_lock(store, table):
+        snapshot = _part_names(out, table)
         if len(snapshot) <= 1:
             return len(snapshot), len(snapshot), 0
-        data = ds.dataset(snapshot, format="parquet", schema=_schema(table)).to_table()
-        data = data.sort_by([("created_at", "ascending")])
-        written = []
+        data = ds.dataset([store.path(n) for n in snapshot], format="parquet", schema=_schema(table),
+                          filesystem=store.fs if store.remote else None).to_table()
+        # oldest first (catalog/runs has no created_at: its rows are ordered by when each run started)
+        data = data.sort_by([("created_at" if "created_at" in data.schema.names else "started_at", "ascending")])
         for start in range(0, max(1, data.num_rows), rows_per_file):
-            chunk = data.slice(start, rows_per_file)
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            path = folder / f"part-{stamp}-compact-{uuid.uuid4().hex[:8]}.parquet"
-            written.append(atomic_write(path, lambda tmp, c=chunk: pq.write_table(c, tmp, compression="zstd"),
-                                        suffix=".tmp"))
+            _write_part(out, table, f"part-{stamp}-compact-{uuid.uuid4().hex[:8]}.parquet",
+                        data.slice(start, rows_per_file), compression="zstd")
         for old in snapshot:
-            old.unlink(missing_ok=True)
-        return len(snapshot), len(part_files(out, table)), data.num_rows
+            store.delete(old)
+        return len(snapshot), len(_part_names(out, table)), data.num_rows
+
+
+COMPACT_LOCK_TTL = 3600.0
+"""An object-store compaction lock older than this (seconds) belongs to a compaction that died: broken."""
+
+
+@contextlib.contextmanager
+def _compaction_lock(store, table: str):
+    """Locally an OS lock (released if the process dies); on object stores a lock object created with
+    `If-None-Match: *`, removed at the end, and broken (`If-Match` on its ETag) once COMPACT_LOCK_TTL old."""
+    rel = f"catalog/{table}/.compact.lock"
+    if not store.remote:
+        import fcntl
+
+        path = Path(store.path(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        return
+    while not store.create_exclusive(rel, b"compacting"):
+        stat = store.stat(rel)
+        if stat is not None and time.time() - stat.mtime > COMPACT_LOCK_TTL:
+            store.delete_if(rel, stat.token)
+            continue
+        time.sleep(1.0)
+    try:
+        yield
+    finally:
+        store.delete(rel)
 
 
 __all__ = [

@@ -3,15 +3,13 @@
 Every artifact (embedding, video), catalog part and checkpoint goes through `atomic_write`. The
 temporary name says which process wrote it (`.<stem>.tmp-<host>-<pid>-<uuid8><suffix>`), so the
 leftovers of a killed process can be told from files another live process is writing
-(`remove_stale_temporaries`). `check_output_root` refuses an output folder that cannot be written
-or is nearly full before any work starts.
+(`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import time
 import uuid
@@ -44,6 +42,11 @@ def require_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def temporary_name(path: Path, suffix: str | None = None) -> Path:
+    """The hidden temporary sibling a write of `path` goes to first: `.<stem>.tmp-<host>-<pid>-<uuid8><suffix>`."""
+    return path.with_name(f".{path.stem}.tmp-{_tag()}{path.suffix if suffix is None else suffix}")
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffix: str | None = None) -> Path:
     """Call write_fn(tmp) on a hidden sibling file, then rename it to `path` (atomic on POSIX).
 
@@ -53,7 +56,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffi
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{_tag()}{path.suffix if suffix is None else suffix}")
+    tmp = temporary_name(path, suffix)
     try:
         write_fn(tmp)
         os.replace(tmp, path)
@@ -105,28 +108,4 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> Path:
-    """Make sure `out` can take a run's files: it is (or can be made) a folder, a file can be written and
-    renamed in it, and it has at least `min_free_bytes` free. InputError names the folder and why."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise InputError(out, "exists and is not a folder") from None
-    except OSError as exc:
-        raise InputError(out, f"cannot be created ({exc.strerror or exc})") from None
-    # each call probes under its own name, one a killed run's cleanup takes for a stale temporary:
-    # runs started together on one folder must not rename over, or remove, each other's probe
-    try:
-        probe = atomic_write(out / f".write-probe.tmp-{_tag()}", lambda tmp: tmp.write_bytes(b"ok"))
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(out, f"cannot be written ({exc.strerror or exc})") from None
-    free = shutil.disk_usage(out).free
-    if free < min_free_bytes:
-        raise InputError(out, f"only {free / 2**20:.0f} MiB free, at least {min_free_bytes / 2**20:.0f} MiB needed "
-                              "(--min-free-mb)")
-    return out
-
-
-__all__ = ["atomic_write", "write_text", "remove_stale_temporaries", "check_output_root", "process_alive"]
+__all__ = ["atomic_write", "write_text", "remove_stale_temporaries", "process_alive", "temporary_name"]

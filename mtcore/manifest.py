@@ -17,6 +17,7 @@ from typing import Any
 from mtcore.config import InversionConfig, TransferConfig, parse_config
 from mtcore.errors import InputError, ProblemsError, did_you_mean
 from mtcore.identity import local_candidate, locate_model
+from mtcore.storage import inside, is_url, normalize, parent, read_input, resolve
 from mtcore.yamlio import parse_yaml
 
 # Ids end up in file names and log lines: no leading dot or dash, no separators.
@@ -32,8 +33,9 @@ class Item:
 
     id: str
     """Unique within its list; [A-Za-z0-9_.-], not starting with '.' or '-'."""
-    path: Path
-    """Absolute, normalised; relative paths are resolved against the manifest folder."""
+    path: Path | str
+    """Absolute and normalised (a Path), or a URL (a str: mtcore.storage); relative paths are resolved
+    against the manifest's folder, which may itself be a URL."""
     index: int
     """Position in its list (references or targets) in the manifest."""
 
@@ -59,8 +61,8 @@ class Manifest:
     under `inversion:` / `transfer:`): every combination is planned under its own keys.
     """
 
-    path: Path
-    """The manifest file, absolute."""
+    path: Path | str
+    """The manifest file, absolute (a Path), or its URL (a str)."""
     name: str
     """`name:` or the file stem."""
     models: tuple[ModelRef, ...]
@@ -83,6 +85,11 @@ class Manifest:
     """sha256 of the manifest file's bytes."""
     metrics: bool = True
     """Whether `mt run` measures every new transfer (catalog/metrics)."""
+
+    @property
+    def file_name(self) -> str:
+        """The manifest's file name ("demo.yaml"), as errors name it."""
+        return str(self.path).replace("\\", "/").rsplit("/", 1)[-1]
 
     # The single-model, single-config view (the first of each list).
     @property
@@ -113,15 +120,14 @@ class ManifestError(ProblemsError):
 def load_manifest(path: str | os.PathLike) -> Manifest:
     """Read and validate a manifest; ManifestError lists every structural problem."""
     label = str(path)
-    file = Path(os.path.abspath(path))
+    remote = is_url(path)
+    file: Path | str = normalize(path) if remote else Path(os.path.abspath(path))
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise ManifestError(label, [f"{label}: file not found"]) from None
-    except OSError as exc:
-        raise ManifestError(label, [f"{label}: unreadable ({exc.strerror or exc})"]) from None
+        data = read_input(file)
+    except InputError as exc:
+        raise ManifestError(label, [f"{label}: {exc.problem}"]) from None
     doc = parse_yaml(label, data, ManifestError)
-    reader = _Reader(label, file.parent)
+    reader = _Reader(label, parent(file) if remote else file.parent)
     manifest = reader.read(doc, file, hashlib.sha256(data).hexdigest())
     if reader.problems or manifest is None:
         raise ManifestError(label, reader.problems)
@@ -130,9 +136,10 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
 class _Reader:
     """Walks a parsed manifest, collecting every problem instead of stopping at the first."""
 
-    def __init__(self, label: str, folder: Path):
+    def __init__(self, label: str, folder: Path | str):
         self.label = label
-        self.folder = Path(os.path.normpath(folder))
+        self.remote = is_url(folder)
+        self.folder = folder if self.remote else Path(os.path.normpath(folder))
         self.problems: list[str] = []
         self.allow_outside = False
 
@@ -146,7 +153,8 @@ class _Reader:
         for key in doc:
             if key not in _TOP_KEYS:
                 self.add(str(key), "unknown key" + did_you_mean(key, _TOP_KEYS))
-        name = self.string("name", doc.get("name", file.stem))
+        stem = Path(file).stem if not self.remote else Path(str(file).rsplit("/", 1)[-1]).stem
+        name = self.string("name", doc.get("name", stem))
         self.allow_outside = doc.get("allow_outside", False)
         if not isinstance(self.allow_outside, bool):
             self.add("allow_outside", f"must be true or false, got {self.allow_outside!r}")
@@ -212,6 +220,9 @@ class _Reader:
             return None, False
         if self.string(field, value) is None:
             return None, False
+        if self.remote and local_candidate(value, "/") is not None and not os.path.isabs(os.path.expanduser(value)):
+            self.add(field, f"{value!r}: a manifest in object storage names a model by hub id or absolute folder")
+            return value, False
         try:
             return locate_model(value, self.folder)
         except InputError as exc:
@@ -259,16 +270,22 @@ class _Reader:
         seen[value] = where
         return value
 
-    def item_path(self, where: str, entry: dict) -> Path | None:
+    def item_path(self, where: str, entry: dict) -> Path | str | None:
         if "path" not in entry:
             self.add(f"{where}.path", "missing")
             return None
         value = self.string(f"{where}.path", entry["path"])
         if value is None:
             return None
-        # The lexical path must stay inside the folder ('..' and absolute paths escape it), and so
-        # must the file it names once symlinks are followed (a link inside pointing out escapes too).
-        path = Path(os.path.normpath(self.folder / Path(value).expanduser()))
+        # The lexical path must stay inside the folder ('..', absolute paths and other URLs escape it),
+        # and so must the file it names once symlinks are followed (a link inside pointing out escapes too).
+        location = resolve(value, str(self.folder))
+        if is_url(location) or self.remote:
+            if self.allow_outside is not True and not inside(location, str(self.folder)):
+                self.add(f"{where}.path", f"{value!r} is outside the manifest folder (set allow_outside: true to allow)")
+                return None
+            return location if is_url(location) else Path(location)
+        path = Path(location)
         if self.allow_outside is not True:
             if not _inside(path, self.folder):
                 self.add(f"{where}.path", f"{value!r} is outside the manifest folder (set allow_outside: true to allow)")
@@ -361,6 +378,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def check_media(manifest: Manifest) -> dict[str, str]:
     """Problems of single items: {"reference:<id>" | "target:<id>": one-line problem}; empty if all readable."""
     # Imported here: videoio pulls in torch and ffmpeg, which validating a manifest does not need.
+    from mtcore.storage import local_copy
     from mtcore.videoio import probe_video, read_image
 
     problems = {}
@@ -368,7 +386,8 @@ def check_media(manifest: Manifest) -> dict[str, str]:
                                ("target", manifest.targets, read_image)):
         for item in items:
             try:
-                check(item.path)
+                with local_copy(item.path) as path:
+                    check(path)
             except InputError as exc:
                 problems[f"{kind}:{item.id}"] = str(exc).splitlines()[0]
     return problems

@@ -16,6 +16,7 @@ import hashlib
 import html
 import json
 import os
+import posixpath
 from pathlib import Path
 
 import pandas as pd
@@ -23,21 +24,24 @@ import pandas as pd
 from mtcore.catalog import read_table
 from mtcore.errors import InputError
 from mtcore.evaluation import SUMMARY_METRICS, latest_rows, load_results, to_records
-from mtcore.fileio import atomic_write, write_text
+from mtcore.storage import filesystem, local_copy, normalize, storage
 from mtcore.frames import signed_to_uint8
 from mtcore import METRICS_VERSION
 from mtcore.videoio import probe_video, read_image, read_video, write_mp4
 
 
-def write_report(out: str | os.PathLike, run_id: str | None = None, page_size: int = 50) -> Path:
-    """Write OUT/report/index.html (and its media); returns the page's path."""
-    out = Path(out)
+def write_report(out: str | os.PathLike, run_id: str | None = None, page_size: int = 50) -> Path | str:
+    """Write OUT/report/index.html (and its media); returns the page's location (a path or a URL).
+
+    OUT may be object storage: the videos are read through the storage layer and the page and its
+    media are written beside the store, which the page links to relatively.
+    """
+    out = normalize(out)
+    store = storage(out)
     df = load_results(out, METRICS_VERSION, run_id)
     if df.empty:
         raise InputError(out, "no transfers in the catalog" + (f" made by run {run_id}" if run_id else ""))
-    folder = out / "report"
-    media = folder / "media"
-    items = _items(df, out, folder, media)
+    items = _items(df, store)
     runs = read_table(out, "runs")
     if run_id is not None:
         runs = runs[runs.run_id == run_id]
@@ -45,51 +49,62 @@ def write_report(out: str | os.PathLike, run_id: str | None = None, page_size: i
             "metrics": list(SUMMARY_METRICS), "page_size": page_size, "metrics_version": METRICS_VERSION}
     plots = "\n".join(_strip_plot(ref, group) for ref, group in df[df.status == "ok"].groupby("reference_id"))
     page = _PAGE.replace("/*DATA*/", json.dumps(data).replace("</", "<\\/")).replace("<!--PLOTS-->", plots)
-    page = page.replace("<!--TITLE-->", html.escape(f"motion-transfer report: {out.resolve().name}"
+    page = page.replace("<!--TITLE-->", html.escape(f"motion-transfer report: {out.rstrip('/').rsplit('/', 1)[-1]}"
                                                     + (f", run {run_id}" if run_id else "")))
-    return write_text(folder / "index.html", page)
+    location = store.write_bytes("report/index.html", page.encode("utf-8"))
+    return location if store.remote else Path(location)
 
 
-def _items(df: pd.DataFrame, out: Path, folder: Path, media: Path) -> list[dict]:
-    """One record per transfer: ids, metrics, and media paths relative to the page."""
+def _items(df: pd.DataFrame, store) -> list[dict]:
+    """One record per transfer: ids, metrics, and media paths relative to the page (OUT/report/)."""
     shapes: dict[tuple, tuple[int, int, int] | None] = {}
     records = to_records(df)
+    videos = set(store.files("store/videos"))
+    media = set(store.files("report/media"))
     for record in records:
         record["video"] = record["reference"] = record["target"] = None
-        if record["status"] != "ok" or not (out / record["video_path"]).is_file():
+        if record["status"] != "ok" or record["video_path"] not in videos:
             continue
         group = (record["embedding_key"], record.get("transfer_config"))
         if group not in shapes:  # every output of an embedding and config shares frame count and size
-            info = probe_video(out / record["video_path"])
+            with store.reading(record["video_path"]) as path:
+                info = probe_video(path)
             shapes[group] = (info.num_frames, info.height, info.width)
         f, h, w = shapes[group]
-        record["video"] = os.path.relpath(out / record["video_path"], folder)
-        record["reference"] = _preview(record.get("reference_path"), media, folder, (f, h, w), "video")
-        record["target"] = _preview(record.get("target_path"), media, folder, (f, h, w), "image")
+        record["video"] = posixpath.relpath(record["video_path"], "report")
+        record["reference"] = _preview(record.get("reference_path"), store, media, (f, h, w), "video")
+        record["target"] = _preview(record.get("target_path"), store, media, (f, h, w), "image")
     return records
 
 
-def _preview(path: str | None, media: Path, folder: Path, shape: tuple[int, int, int], kind: str) -> str | None:
-    """The reference (mp4) or target (png) as the model saw it, written once; None if unreadable."""
-    if not isinstance(path, str) or not Path(path).is_file():
+def _preview(path: str | None, store, media: set[str], shape: tuple[int, int, int], kind: str) -> str | None:
+    """The reference (mp4) or target (png) as the model saw it, written once to OUT/report/media; None if
+    unreadable. Named by the input's location, size and modification time and the shape."""
+    if not isinstance(path, str):
         return None
     f, h, w = shape
-    stat = Path(path).stat()
-    tag = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{f}x{h}x{w}".encode()).hexdigest()[:20]
-    file = media / (f"ref-{tag}.mp4" if kind == "video" else f"target-{tag}.png")
-    if not file.is_file():
+    fs, inner = filesystem(path)
+    try:
+        info = fs.info(inner)
+    except (OSError, ValueError):
+        return None
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+    tag = hashlib.sha256(f"{path}|{info.get('size')}|{stamp}|{f}x{h}x{w}".encode()).hexdigest()[:20]
+    rel = "report/media/" + (f"ref-{tag}.mp4" if kind == "video" else f"target-{tag}.png")
+    if rel not in media:
         try:
-            if kind == "video":
-                write_mp4(signed_to_uint8(read_video(path, f, h, w)), file, fps=7)
-            else:
-                image = read_image(path, h, w)
-                atomic_write(file, lambda tmp: image.save(tmp, format="PNG"))
+            with local_copy(path) as local, store.writing(rel) as tmp:
+                if kind == "video":
+                    write_mp4(signed_to_uint8(read_video(local, f, h, w)), tmp, fps=7)
+                else:
+                    read_image(local, h, w).save(tmp, format="PNG")
         except (InputError, RuntimeError, OSError):
             return None
-    return os.path.relpath(file, folder)
+        media.add(rel)
+    return posixpath.relpath(rel, "report")
 
 
-def _failures(out: Path, df: pd.DataFrame, run_id: str | None) -> list[dict]:
+def _failures(out: str, df: pd.DataFrame, run_id: str | None) -> list[dict]:
     """Failed inversions and transfers (their latest row is a failure), with their errors."""
     failed = []
     embeddings = read_table(out, "embeddings")

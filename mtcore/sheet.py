@@ -10,12 +10,12 @@ from PIL import Image
 
 from mtcore.catalog import read_table
 from mtcore.errors import InputError
-from mtcore.fileio import atomic_write
+from mtcore.storage import is_url, local_copy, normalize, storage
 from mtcore.frames import signed_to_uint8
 from mtcore.videoio import read_frames, read_video
 
 
-def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale: int = 1) -> Path:
+def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale: int = 1) -> Path | str:
     """One PNG with a row of frames per video ((F, H, W, 3) uint8 each), 2 white px between rows.
 
     `scale` enlarges every frame (nearest neighbour) so tiny videos can be seen.
@@ -26,17 +26,22 @@ def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale:
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     sheet = Image.fromarray(np.concatenate(rows, axis=0))
-    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+    location = normalize(path)
+    folder, name = location.rsplit("/", 1) if is_url(location) else (os.path.dirname(location), os.path.basename(location))
+    with storage(folder).writing(name) as tmp:
+        sheet.save(tmp, format="PNG")
+    return location if is_url(location) else Path(location)
 
 
-def run_contact_sheet(out: str | os.PathLike, png: str | os.PathLike, references: dict[str, Path] | None = None,
+def run_contact_sheet(out: str | os.PathLike, png: str | os.PathLike, references: dict[str, Path | str] | None = None,
                       scale: int = 0, limit: int = 40) -> list[str]:
     """A contact sheet of a run's finished transfers, grouped by reference; returns the row labels.
 
     With `references` ({reference id: video path}), each group starts with the reference's own
     frames at the videos' size. `scale` 0 enlarges frames to about 64 px high.
     """
-    out = Path(out)
+    out = normalize(out)
+    store = storage(out)
     transfers = read_table(out, "transfers")
     transfers = transfers[transfers.status == "ok"].drop_duplicates("transfer_key")
     transfers = transfers.sort_values(["reference_id", "target_id", "seed"])
@@ -44,10 +49,14 @@ def run_contact_sheet(out: str | os.PathLike, png: str | os.PathLike, references
         raise InputError(out, "no finished transfers in the catalog")
     rows, labels = [], []
     for reference_id, group in transfers.groupby("reference_id", sort=True):
-        videos = [read_frames(out / p) for p in group.video_path[:limit]]
+        videos = []
+        for rel in group.video_path[:limit]:
+            with store.reading(rel) as path:
+                videos.append(read_frames(path))
         if references and reference_id in references:
             f, h, w = videos[0].shape[:3]
-            rows.append(signed_to_uint8(read_video(references[reference_id], f, h, w)))
+            with local_copy(references[reference_id]) as path:
+                rows.append(signed_to_uint8(read_video(path, f, h, w)))
             labels.append(f"{reference_id} (reference)")
         rows += videos
         labels += [f"{reference_id} -> {t} (seed {s})" for t, s in zip(group.target_id, group.seed)]

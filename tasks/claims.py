@@ -4,13 +4,16 @@ Why a claim per key and not one lock per OUT: people share output roots (a night
 team's evaluation folder), and two runs of different manifests into one OUT should both make
 progress; two runs of the same manifest should split the work, not queue behind each other.
 
-A claim is a file OUT/claims/<key[:2]>/<key>, created with O_CREAT | O_EXCL (atomic on POSIX and
-on NFSv3+), holding who owns it (host, pid, run id). Its owner refreshes its mtime (heartbeat)
-while it works. A claim is stale when its owner is a process on this host that no longer exists,
-or when it has not been refreshed for `ttl` seconds (an owner on another host, or a hung one); a
-stale claim is broken by renaming it aside (atomic: one contender wins) and claiming anew. A run
-releases a claim after the key's rows are in the catalog, so whoever sees a claim disappear can
-trust the catalog.
+A claim is a file OUT/claims/<key[:2]>/<key> holding who owns it (host, pid, run id), created only
+if absent: O_CREAT | O_EXCL on a local or shared filesystem (atomic on POSIX and on NFSv3+), a PUT
+with `If-None-Match: *` on object storage (S3 answers 412 to every contender but one). Its owner
+refreshes it (heartbeat: a new mtime locally; on object storage a PUT with `If-Match` on the ETag
+it last wrote, so a claim another run has broken is never overwritten). A claim is stale when its
+owner is a process on this host that no longer exists, or when it has not been refreshed for `ttl`
+seconds (an owner on another host, or a hung one). A stale claim is broken so that one contender
+wins: locally by renaming it aside, on object storage by overwriting it with `If-Match` on the
+stale ETag. A run releases a claim after the key's rows are in the catalog, so whoever sees a claim
+disappear can trust the catalog.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from mtcore.fileio import process_alive
+from mtcore.storage import storage
 
 TTL_SECONDS = 300.0
 HEARTBEAT_SECONDS = 30.0
@@ -33,20 +37,29 @@ class Claims:
     """The claims one run holds in OUT, with a heartbeat thread that keeps them fresh."""
 
     def __init__(self, out: str | os.PathLike, run_id: str, ttl: float = TTL_SECONDS):
-        self.root = Path(out) / "claims"
+        self.store = storage(str(out))
+        self.root = Path(self.store.path("claims")) if not self.store.remote else None
         self.run_id, self.ttl = run_id, ttl
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "run_id": run_id}
         self.held: set[str] = set()
+        self._tokens: dict[str, str] = {}  # object stores: the ETag of each claim as this run last wrote it
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._heartbeat, name="claims-heartbeat", daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def rel(key: str) -> str:
+        return f"claims/{key[:2]}/{key}"
+
     def path(self, key: str) -> Path:
+        """The claim file of `key` (local OUT)."""
         return self.root / key[:2] / key
 
     def claim(self, key: str) -> bool:
         """Take the claim on `key` (True), or False if another live run holds it."""
+        if self.store.remote:
+            return self._claim_object(key)
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
@@ -58,13 +71,45 @@ class Claims:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(self.owner, f)
-            with self._lock:
-                self.held.add(key)
+            self._hold(key)
             return True
+        return False
+
+    def _hold(self, key: str, token: str | None = None) -> None:
+        with self._lock:
+            self.held.add(key)
+            if token is not None:
+                self._tokens[key] = token
+
+    def _claim_object(self, key: str) -> bool:
+        rel, body = self.rel(key), json.dumps(self.owner).encode()
+        for _ in range(3):
+            token = self.store.create_exclusive(rel, body)
+            if token:
+                self._hold(key, token)
+                return True
+            stat = self.store.stat(rel)
+            if stat is None:
+                continue  # released meanwhile: try again
+            info = _loads(self.store, rel)
+            if info is None:
+                continue
+            if not self._stale_at(stat.mtime, info):
+                return False
+            # break it: only the contender whose If-Match still sees the stale ETag wins
+            token = self.store.replace_if(rel, body, stat.token)
+            if token:
+                self._hold(key, token)
+                return True
+            return False
         return False
 
     def holder(self, key: str) -> dict | None:
         """Who holds `key` now (None when nobody, or when the claim is stale)."""
+        if self.store.remote:
+            stat = self.store.stat(self.rel(key))
+            info = _loads(self.store, self.rel(key)) if stat else None
+            return None if info is None or self._stale_at(stat.mtime, info) else info
         path = self.path(key)
         info = _read(path)
         if info is None or self._stale(path, info):
@@ -78,7 +123,12 @@ class Claims:
                 if key not in self.held:
                     continue
                 self.held.discard(key)
-            self.path(key).unlink(missing_ok=True)
+                token = self._tokens.pop(key, None)
+            if self.store.remote:
+                if token:  # only if still ours: a claim broken as stale belongs to its new owner
+                    self.store.delete_if(self.rel(key), token)
+            else:
+                self.path(key).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Stop the heartbeat and release every claim still held."""
@@ -93,11 +143,14 @@ class Claims:
         self.close()
 
     # ------------------------------------------------------------ staleness
-    def _stale(self, path: Path, info: dict) -> bool:
+    def _stale_at(self, mtime: float, info: dict) -> bool:
         if info.get("host") == self.owner["host"] and not process_alive(int(info.get("pid", -1))):
             return True
+        return time.time() - mtime > self.ttl
+
+    def _stale(self, path: Path, info: dict) -> bool:
         try:
-            return time.time() - path.stat().st_mtime > self.ttl
+            return self._stale_at(path.stat().st_mtime, info)
         except FileNotFoundError:
             return True
 
@@ -118,11 +171,33 @@ class Claims:
             with self._lock:
                 keys = list(self.held)
             now = time.time()
+            body = json.dumps(self.owner).encode()
             for key in keys:
                 try:
-                    os.utime(self.path(key), (now, now))
+                    if not self.store.remote:
+                        os.utime(self.path(key), (now, now))
+                        continue
+                    with self._lock:
+                        token = self._tokens.get(key)
+                    fresh = self.store.replace_if(self.rel(key), body, token) if token else None
+                    if fresh:
+                        with self._lock:
+                            if key in self.held:
+                                self._tokens[key] = fresh
                 except FileNotFoundError:
                     pass
+                except OSError:  # a storage hiccup: the next beat tries again, long before the TTL
+                    pass
+
+
+def _loads(store, rel: str) -> dict | None:
+    """The owner recorded in a claim object (None when gone; {} when damaged: judged by its age)."""
+    try:
+        return json.loads(store.read_bytes(rel))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}
 
 
 def _read(path: Path) -> dict | None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from mtcore.catalog import metric_keys, read_table, store_path
+from mtcore.catalog import metric_keys, read_table
 from mtcore.config import InversionConfig, TransferConfig, config_from_dict
 from mtcore.evaluation import latest_rows
-from tasks.plan import InversionJob, Plan, PlannedModel, TransferJob
+from tasks.plan import InversionJob, Plan, PlannedModel, TransferJob, stored
 
 
 @dataclass
@@ -29,18 +28,19 @@ class MetricsPlan:
     """Finished transfers whose video is no longer in the store."""
 
 
-def plan_missing_metrics(out: str | Path, metrics_version: str) -> MetricsPlan:
+def plan_missing_metrics(out: str, metrics_version: str) -> MetricsPlan:
     """Every finished transfer in OUT's catalog without a metrics row of `metrics_version`."""
-    out = Path(out)
+    out = str(out)
     transfers = read_table(out, "transfers")
     transfers = latest_rows(transfers[transfers.status == "ok"], "transfer_key")
     done = metric_keys(out, metrics_version)
     result = MetricsPlan()
     by_model: dict[PlannedModel, list[TransferJob]] = {}
+    here = stored(out, "transfers", set(transfers.transfer_key) - done)
     for row in transfers.itertuples(index=False):
         if row.transfer_key in done:
             continue
-        if not store_path(out, "transfers", row.transfer_key).is_file():
+        if row.transfer_key not in here:
             result.missing_files += 1
             continue
         if not (isinstance(row.model, str) and isinstance(row.reference_path, str) and isinstance(row.target_path, str)):

@@ -10,17 +10,13 @@ the run proceeds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mtcore.catalog import metric_keys, ok_keys, store_path, store_relpath
+from mtcore.catalog import metric_keys, ok_keys, store_relpath
 from mtcore.config import InversionConfig, TransferConfig
 from mtcore.identity import DEFAULT_MODEL, model_identity
-from mtcore.keys import embedding_key, sha256_file, transfer_key
+from mtcore.keys import embedding_key, transfer_key
 from mtcore.manifest import Item, Manifest
-
-if TYPE_CHECKING:  # the worker side; planning never loads torch
-    from mtcore.models import SVDModel
+from mtcore.storage import sha256_input, storage
 
 Rows = dict[str, list[dict]]
 """What a work item returns: catalog table -> rows."""
@@ -47,7 +43,7 @@ class InversionJob:
     reference_id: str
     """Id of the reference video in the manifest."""
     reference_path: str
-    """Absolute path of the reference video."""
+    """The reference video: an absolute path or a URL."""
     reference_sha256: str
     """sha256 of its bytes ("" when the file could not be read)."""
     path: str
@@ -61,11 +57,6 @@ class InversionJob:
 
     size = 1  # items of work it counts for in a worker's tally
 
-    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
-        """Invert it on a loaded model (inside a worker); one embeddings row."""
-        from tasks.work import run_inversion
-
-        return {"embeddings": [run_inversion(model, self, Path(out), worker)]}
 
 
 @dataclass(frozen=True)
@@ -78,11 +69,6 @@ class InversionBatch:
     def size(self) -> int:
         return len(self.jobs)
 
-    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
-        """Invert the batch on a loaded model (inside a worker); one embeddings row per job."""
-        from tasks.work import run_inversions
-
-        return {"embeddings": run_inversions(model, list(self.jobs), Path(out), worker)}
 
 
 @dataclass(frozen=True)
@@ -96,7 +82,7 @@ class TransferJob:
     target_id: str
     """Id of the target image in the manifest."""
     target_path: str
-    """Absolute path of the target image."""
+    """The target image: an absolute path or a URL."""
     target_sha256: str
     """sha256 of its bytes ("" when the file could not be read)."""
     seed: int
@@ -129,12 +115,6 @@ class TransferBatch:
     def size(self) -> int:
         return len(self.jobs)
 
-    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
-        """Sample the batch on a loaded model (inside a worker); one transfers row per job, and a metrics
-        row per video made of the jobs to `measure`."""
-        from tasks.work import run_transfers
-
-        return run_transfers(model, list(self.jobs), Path(out), worker)
 
 
 @dataclass(frozen=True)
@@ -147,11 +127,6 @@ class MetricsBatch:
     def size(self) -> int:
         return len(self.jobs)
 
-    def run(self, model: SVDModel, out: str, worker: str) -> Rows:
-        """Measure each video in the store (inside a worker); one metrics row per job that could be measured."""
-        from tasks.work import run_metrics
-
-        return run_metrics(model, list(self.jobs), Path(out), worker)
 
 
 @dataclass
@@ -200,7 +175,7 @@ def _hash_items(items: tuple[Item, ...]) -> dict[str, str | Exception]:
     out: dict[str, str | Exception] = {}
     for item in items:
         try:
-            out[item.id] = sha256_file(item.path)
+            out[item.id] = sha256_input(item.path)
         except FileNotFoundError:
             out[item.id] = FileNotFoundError(f"{item.path}: file not found")
         except OSError as exc:
@@ -218,23 +193,27 @@ def _content_or_path(sha: str | Exception, item: Item) -> str:
     return sha if isinstance(sha, str) else f"unreadable:{item.path}"
 
 
-def _cached(out: Path, table: str, key: str, catalog_ok: set[str]) -> bool:
-    # Cached = an ok row AND the artifact still on disk (a deleted file is simply made again).
-    return key in catalog_ok and store_path(out, table, key).is_file()
+def stored(out: str, table: str, keys) -> set[str]:
+    """The keys whose artifact is in the store now: a check per key when few, else one listing of the
+    table's store folder (object stores: one request per 1,000 artifacts instead of one per key)."""
+    rels = {store_relpath(table, k): k for k in keys}
+    folder = store_relpath(table, "0" * 64).split("/")[1]
+    return {rels[r] for r in storage(out).existing(list(rels), prefix=f"store/{folder}")}
 
 
-def plan_run(manifest: Manifest, out: str | Path, metrics_version: str | None = None) -> Plan:
+def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -> Plan:
     """Keys for every (model x inversion config x reference) and (... x transfer config x pair x seed).
 
     `metrics_version`: the current mtcore.metrics.METRICS_VERSION (given by the caller, so planning
     does not import the metrics' OpenCV); None skips looking for missing metrics.
     """
-    out = Path(out)
+    out = str(out)
     models = [PlannedModel(m.model or str(DEFAULT_MODEL), m.revision, model_identity(m.model or DEFAULT_MODEL, m.revision))
               for m in manifest.models]
     plan = Plan(str(manifest.path), manifest.sha256, models, metrics=manifest.metrics)
     ref_sha, tgt_sha = _hash_items(manifest.references), _hash_items(manifest.targets)
     targets = {t.id: t for t in manifest.targets}
+    # Cached = an ok row AND the artifact still in the store (a deleted file is simply made again).
     emb_ok, tr_ok = ok_keys(out, "embeddings"), ok_keys(out, "transfers")
     measured = metric_keys(out, metrics_version) if manifest.metrics and metrics_version else None
 
@@ -247,22 +226,38 @@ def plan_run(manifest: Manifest, out: str | Path, metrics_version: str | None = 
                 digest = sha if isinstance(sha, str) else ""
                 key = embedding_key(_content_or_path(sha, ref), model.model_id, inversion)
                 job = InversionJob(key, ref.id, str(ref.path), digest, store_relpath("embeddings", key), inversion, model,
-                                   f"{manifest.path.name}: references[{ref.index}].path")
+                                   f"{manifest.file_name}: references[{ref.index}].path")
                 jobs[ref.id] = job
                 if isinstance(sha, Exception):
                     plan.failed_inversions.append((job, f"{job.where}: {sha}"))
-                elif _cached(out, "embeddings", key, emb_ok):
+                elif key in emb_ok:
                     plan.inversions_cached.append(job)
                 elif key not in planned:
                     plan.inversions_todo.append(job)
                 planned.add(key)
             for transfer in manifest.transfers:
                 _plan_transfers(plan, manifest, jobs, transfer, tgt_sha, targets, out, tr_ok, measured, planned)
+    return _check_store(plan, out)
+
+
+def _check_store(plan: Plan, out: str) -> Plan:
+    """Move jobs with an ok row whose artifact has gone from the store back to the to-do lists."""
+    here = stored(out, "embeddings", {j.key for j in plan.inversions_cached})
+    todo = {j.key for j in plan.inversions_todo}
+    for job in plan.inversions_cached:
+        if job.key not in here and job.key not in todo:
+            plan.inversions_todo.append(job)
+            todo.add(job.key)
+    plan.inversions_cached = [j for j in plan.inversions_cached if j.key in here]
+    here = stored(out, "transfers", {j.key for j in plan.transfers_cached})
+    plan.transfers_todo += [j for j in plan.transfers_cached if j.key not in here]
+    plan.transfers_cached = [j for j in plan.transfers_cached if j.key in here]
+    plan.metrics_todo = [j for j in plan.metrics_todo if j.key in here]
     return plan
 
 
 def _plan_transfers(plan: Plan, manifest: Manifest, embeddings: dict[str, InversionJob], transfer: TransferConfig,
-                    tgt_sha: dict, targets: dict[str, Item], out: Path, tr_ok: set[str], measured: set[str] | None,
+                    tgt_sha: dict, targets: dict[str, Item], out: str, tr_ok: set[str], measured: set[str] | None,
                     planned: set[str]) -> None:
     for ref_id, target_id in manifest.pairs:
         embedding = embeddings[ref_id]
@@ -276,8 +271,8 @@ def _plan_transfers(plan: Plan, manifest: Manifest, embeddings: dict[str, Invers
             target = targets[target_id]
             job = TransferJob(key, embedding, target_id, str(target.path), digest, seed, store_relpath("transfers", key),
                               transfer, measure=measured is not None and key not in measured,
-                              where=f"{manifest.path.name}: targets[{target.index}].path")
-            if _cached(out, "transfers", key, tr_ok):
+                              where=f"{manifest.file_name}: targets[{target.index}].path")
+            if key in tr_ok:
                 plan.transfers_cached.append(job)
                 if measured is not None and key not in measured:
                     plan.metrics_todo.append(job)

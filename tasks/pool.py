@@ -13,26 +13,37 @@ it was serving is retried on it (`max_task_retries`), up to MAX_TASK_RETRIES + 1
 item that kills its worker every time then fails alone ("worker died 3 times on this item") and the
 run goes on. Workers are spread over nodes (`SPREAD`), so a lost node's worker restarts wherever
 there is room.
+
+No shared filesystem is assumed: workers read inputs and write artifacts through the storage layer
+(mtcore.storage), and before any model loads each worker looks for a probe the driver wrote in OUT,
+so a worker that cannot reach OUT (a local OUT on a multi-host cluster, missing credentials) stops
+the run at once with one line that says what to do. When no node can host a worker any more (its
+node was lost and nothing else offers its resources), the items left fail with a clear error after
+`CAPACITY_WAIT` seconds instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
+import time
 import uuid
-from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 import ray
 
+from mtcore.errors import InputError
+from mtcore.outroot import check_probe
+from mtcore.storage import storage
 from tasks.results import WorkerStats
 
 MAX_TASK_RETRIES = 2
 """Retries of an item whose worker died while serving it (so 3 tries in all)."""
 MAX_RESTARTS = 16
 """Restarts of one worker in a run before Ray gives it up."""
+CAPACITY_WAIT = float(os.environ.get("MT_CAPACITY_WAIT", "120"))
+"""Seconds to wait for a node that can host a worker (an autoscaler adding one) before failing what is left."""
 
 
 class WorkerDied(RuntimeError):
@@ -41,65 +52,90 @@ class WorkerDied(RuntimeError):
 
 class LoadLog:
     """Counts model loads per worker across restarts (a restarted worker is a new process, its own
-    counters start at zero): each load leaves an empty file OUT/.loads/<pool>/<actor id>.<pid>.
+    counters start at zero): each load leaves an empty file OUT/.loads/<pool>/<actor id>.<pid>, written
+    through the storage layer like every other file (no worker writes a path the driver cannot see).
 
-    Files, not an actor: workers already write into OUT, and an extra Ray actor process would take
-    CPU from the model worker on small machines (measured: 1.9 CPU-s over a 190-s run).
+    Files, not an actor: an extra Ray actor process would take CPU from the model worker on small
+    machines (measured: 1.9 CPU-s over a 190-s run).
     """
 
     def __init__(self, out: str):
-        self.folder = Path(out) / ".loads" / uuid.uuid4().hex
+        self.out = out
+        self.folder = f".loads/{uuid.uuid4().hex}"
 
     def record(self, actor_id: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"{actor_id}.{os.getpid()}").touch()
+        storage(self.out).write_bytes(f"{self.folder}/{actor_id}.{os.getpid()}", b"")
 
     def counts(self) -> dict[str, int]:
         loads: dict[str, int] = {}
-        for path in self.folder.glob("*.*") if self.folder.is_dir() else []:
-            actor_id = path.name.rsplit(".", 1)[0]
+        for rel in storage(self.out).files(self.folder):
+            actor_id = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             loads[actor_id] = loads.get(actor_id, 0) + 1
         return loads
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        storage(self.out).delete_tree(self.folder)
 
 
 class WorkItem(Protocol):
-    """What a worker can serve (tasks.plan.InversionBatch, tasks.plan.TransferBatch, metrics work)."""
+    """What a worker can serve: the plan's items (tasks.plan: InversionJob, InversionBatch, TransferBatch,
+    MetricsBatch; data, served by tasks.work.run_item), or any object that brings its own
+    `run(model, out, worker)`. `size` counts it in a worker's tally."""
 
     size: int
-
-    def run(self, model: Any, out: str, worker: str) -> dict[str, list[dict]]: ...
 
 
 @ray.remote
 class ModelWorker:
-    """Holds one loaded SVD pipeline; `num_gpus`/`num_cpus` are set by `WorkerPool` at creation."""
+    """Holds one loaded SVD pipeline; `num_gpus`/`num_cpus`/resources are set by `WorkerPool` at creation.
+
+    Creating it only checks that OUT is reachable (the driver's probe) and loads nothing: `load` does,
+    once every worker of the pool has passed the check. A worker Ray restarts (its process or node
+    died) loads again by itself.
+    """
 
     def __init__(self, model: str, revision: str | None, device: str | None, dtype: str | None, threads: int,
-                 out: str, load_log):
+                 out: str, load_log, probe: tuple[str, str] | None = None):
+        ctx = ray.get_runtime_context()
+        # scratch copies of remote files go to Ray's own temp folder on this node, removed after use
+        os.environ.setdefault("MT_SCRATCH", os.path.join(ctx.get_temp_dir(), "mt-scratch"))
+        self.spec = (model, revision, device, dtype, threads)
+        self.out, self.load_log = out, load_log
+        self.actor_id = ctx.get_actor_id()
+        self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
+        self.items = 0
+        self.model = None
+        self.problem = check_probe(out, *probe) if probe else None
+        if ctx.was_current_actor_reconstructed and self.problem is None:
+            self.load()
+
+    def load(self) -> None:
+        """Load the model (once per process)."""
+        if self.problem:
+            raise InputError(self.out, self.problem)
+        if self.model is not None:
+            return
         import torch
 
         from mtcore.models import load_model
 
+        model, revision, device, dtype, threads = self.spec
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
-        self.out = out
-        ctx = ray.get_runtime_context()
-        self.actor_id = ctx.get_actor_id()
-        self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
-        self.items = 0
-        load_log.record(self.actor_id)
+        self.load_log.record(self.actor_id)
 
     def info(self) -> dict:
-        return {"actor_id": self.actor_id, "worker": self.name, "items": self.items,
-                "device": str(self.model.device), "model_id": self.model.model_id}
+        return {"actor_id": self.actor_id, "worker": self.name, "items": self.items, "problem": self.problem,
+                "device": str(self.model.device) if self.model is not None else "",
+                "model_id": self.model.model_id if self.model is not None else ""}
 
     def run(self, item: WorkItem) -> dict[str, list[dict]]:
         """Serve one work item; its catalog rows, per table."""
+        from tasks.work import run_item
+
+        self.load()
         self.items += item.size
-        return item.run(self.model, self.out, self.name)
+        return run_item(self.model, item, self.out, self.name)
 
 
 @dataclass(frozen=True)
@@ -116,6 +152,9 @@ class PoolConfig:
     """torch device inside workers; None = cuda when the worker sees a GPU, else cpu."""
     dtype: str | None = None
     """fp32 / fp16 / bf16; None = fp16 on cuda, fp32 on cpu."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each actor requests (e.g. {"svd_host": 1} to place workers on the nodes that
+    offer it)."""
 
 
 class RaySession:
@@ -152,8 +191,12 @@ class RaySession:
 class WorkerPool:
     """The model workers of one model; Ray and the actors start when `map` first gets an item."""
 
-    def __init__(self, session: RaySession, model: str, revision: str | None, out: str, config: PoolConfig):
+    def __init__(self, session: RaySession, model: str, revision: str | None, out: str, config: PoolConfig,
+                 probe: tuple[str, str] | None = None):
+        """`probe`: (name, content) of the driver's probe in OUT (mtcore.storage.write_probe), which every
+        worker must see before any model loads."""
         self.session, self.model, self.revision, self.out, self.config = session, model, revision, out, config
+        self.probe = probe
         self.actors: list = []
         self.load_log = None
 
@@ -164,19 +207,35 @@ class WorkerPool:
         total_gpus = ray.cluster_resources().get("GPU", 0)
         gpus = config.gpus_per_worker
         n = config.workers or (max(1, int(total_gpus // gpus)) if gpus > 0 else 1)
-        cpus = config.cpus_per_worker or max(1.0, float(int(total_cpus // n)))
+        # a worker cannot span nodes: no more CPUs than the largest node that can host it has
+        hosts = [node.get("Resources", {}) for node in _alive_nodes()
+                 if all(node.get("Resources", {}).get(k, 0.0) >= v
+                        for k, v in {**config.resources, "GPU": gpus}.items() if v > 0)]
+        largest = max((r.get("CPU", 1.0) for r in hosts), default=total_cpus)
+        cpus = config.cpus_per_worker or max(1.0, float(min(int(total_cpus // n), int(largest))))
         options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
                                    "scheduling_strategy": "SPREAD"}
         if gpus > 0:
             options["num_gpus"] = gpus
+        if config.resources:
+            options["resources"] = dict(config.resources)
+        self.requested = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {}), **config.resources}
+        if not _feasible(self.requested):
+            raise InputError("--resources", f"no node of the Ray cluster offers what a worker asks for "
+                                            f"({_describe(self.requested)}); nodes offer: {_offers()}")
         self.load_log = LoadLog(self.out)
         self.actors = [
             ModelWorker.options(**options).remote(self.model, self.revision, config.device, config.dtype, int(cpus),
-                                                  self.out, self.load_log)
+                                                  self.out, self.load_log, self.probe)
             for _ in range(n)
         ]
+        # Every worker must see OUT before any of them loads a model: one line, then stop.
+        problems = [info["problem"] for info in ray.get([a.info.remote() for a in self.actors]) if info["problem"]]
+        if problems:
+            self.close()
+            raise InputError(self.out, problems[0])
         # Surface a model that cannot load now, as one error, instead of as every item failing.
-        ray.get([a.info.remote() for a in self.actors])
+        ray.get([a.load.remote() for a in self.actors])
 
     def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
         """Serve every item on the workers; `on_done(item, rows | error)` as each finishes."""
@@ -185,7 +244,7 @@ class WorkerPool:
             return
         if not self.actors:
             self._start()
-        dispatch(self.actors, items, on_done)
+        dispatch(self.actors, items, on_done, self.requested)
 
     def stats(self) -> list[WorkerStats]:
         """Per worker: its current process, model loads over its restarts, items served since its last
@@ -207,7 +266,10 @@ class WorkerPool:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         if self.load_log is not None:
-            self.load_log.remove()
+            try:
+                self.load_log.remove()
+            except OSError:  # a side file left in OUT costs nothing; the run's result stands
+                pass
         self.actors, self.load_log = [], None
 
     def __enter__(self) -> "WorkerPool":
@@ -217,17 +279,40 @@ class WorkerPool:
         self.close()
 
 
-def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
+def _alive_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _feasible(request: dict[str, float]) -> bool:
+    """Whether some live node offers every resource of `request` (in total, busy or not)."""
+    return any(all(node.get("Resources", {}).get(k, 0.0) >= v for k, v in request.items() if v > 0)
+               for node in _alive_nodes())
+
+
+def _describe(request: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in request.items() if v > 0)
+
+
+def _offers() -> str:
+    return "; ".join(f"{n.get('NodeManagerAddress')}: {_describe(n.get('Resources', {}))}" for n in _alive_nodes()) or "none"
+
+
+def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None],
+             requested: dict[str, float] | None = None, capacity_wait: float | None = None) -> None:
     """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
 
     Ray retries an item whose worker died (the worker restarts); when every try died, the item is
     reported as a WorkerDied error and the restarted worker stays in the rotation. A worker Ray
     could not restart leaves the rotation; when none is left, the remaining items are reported
-    failed. Other errors keep the actor in rotation.
+    failed. Other errors keep the actor in rotation. With `requested` (what one worker asks of a
+    node), a cluster where no live node offers it any more for `capacity_wait` seconds (default
+    CAPACITY_WAIT) fails the items left, saying so, instead of waiting forever for a restart.
     """
     todo = list(items)
     idle = list(actors)
     running: dict[Any, tuple[Any, WorkItem]] = {}
+    wait = CAPACITY_WAIT if capacity_wait is None else capacity_wait
+    infeasible_since: float | None = None
     while todo or running:
         while todo and idle:
             actor, item = idle.pop(), todo.pop(0)
@@ -236,7 +321,23 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
             for rest in todo:
                 on_done(rest, RuntimeError("every worker died"))
             return
-        ready, _ = ray.wait(list(running), num_returns=1)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0 if requested else None)
+        if not ready:
+            if _feasible(requested):
+                infeasible_since = None
+            elif infeasible_since is None:
+                infeasible_since = time.monotonic()
+            elif time.monotonic() - infeasible_since > wait:
+                error = WorkerDied(f"no capacity left: no live node of the cluster offers what a worker needs "
+                                   f"({_describe(requested)}) after waiting {wait:.0f} s; add such a node and run again")
+                for _, item in running.values():
+                    on_done(item, error)
+                for rest in todo:
+                    on_done(rest, error)
+                for actor in actors:
+                    ray.kill(actor, no_restart=True)
+                return
+            continue
         actor, item = running.pop(ready[0])
         try:
             result = ray.get(ready[0])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -85,7 +84,9 @@ class RunSummary:
 
     @property
     def catalogs(self) -> str:
-        return str(Path(self.out) / "catalog")
+        from mtcore.storage import join
+
+        return join(self.out, "catalog")
 
     def catalog_row(self) -> dict[str, Any]:
         """The run's row for catalog/runs (mtcore.catalog.RUNS)."""

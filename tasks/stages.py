@@ -18,12 +18,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mtcore import METRICS_VERSION
-from mtcore.catalog import append_rows, metric_keys, ok_keys, store_path
+from mtcore.catalog import append_rows, metric_keys, ok_keys
 from mtcore.errors import redact
 from mtcore.fileio import remove_stale_temporaries
 from mtcore.manifest import load_manifest
+from mtcore.storage import is_url
 from tasks.claims import Claims, serve_claimed
-from tasks.plan import InversionBatch, InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run
+from tasks.plan import (InversionBatch, InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run,
+                        stored)
 from tasks.pool import WorkerPool
 from tasks.results import RunSummary, StageResult, WorkerStats
 from tasks.rows import embedding_row, one_line, transfer_row
@@ -84,8 +86,10 @@ class RowSink:
 def plan_stage(manifest_path: str, out: str) -> Plan:
     """Read the manifest, hash inputs, derive keys, split cached from to-do."""
     plan = plan_run(load_manifest(manifest_path), out, METRICS_VERSION)
-    # what a killed run left half-written (its temporaries; no live process writes them)
-    leftovers = [p for folder in ("store", "catalog") for p in remove_stale_temporaries(Path(out) / folder)]
+    # what a killed run left half-written (its temporaries; no live process writes them). Object stores
+    # have none: an object is complete or absent.
+    leftovers = [] if is_url(out) else [p for folder in ("store", "catalog")
+                                        for p in remove_stale_temporaries(Path(out) / folder)]
     if leftovers:
         get_run_logger().info("removed %d temporary file(s) a killed run left behind", len(leftovers))
     get_run_logger().info(
@@ -102,7 +106,8 @@ def _available(out: str, table: str):
     def done(items: list) -> list:
         ok = ok_keys(out, table)
         keys = lambda item: [j.key for j in item.jobs] if hasattr(item, "jobs") else [item.key]  # noqa: E731
-        return [i for i in items if all(k in ok and store_path(out, table, k).is_file() for k in keys(i))]
+        here = stored(out, table, {k for i in items for k in keys(i) if k in ok})
+        return [i for i in items if all(k in here for k in keys(i))]
     return done
 
 
@@ -155,8 +160,8 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
     computed again; the others are returned. An artifact is complete or absent (atomic writes); a key
     another live run holds is left to that run, and one whose row another run has committed since this
     run's plan is the stage's `on_elsewhere(job)` (no second row)."""
-    mine = {job.key for job in jobs if store_path(out, table, job.key).is_file()
-            and (claims is None or claims.claim(job.key))}
+    here = stored(out, table, {job.key for job in jobs})
+    mine = {job.key for job in jobs if job.key in here and (claims is None or claims.claim(job.key))}
     # read after claiming: a run releases a key only once its row is in the catalog
     committed = ok_keys(out, table) if mine else set()
     todo, recovered = [], []

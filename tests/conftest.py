@@ -125,3 +125,64 @@ def media(tmp_path_factory):
     for name in ("cat", "dog"):
         Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(d / f"{name}.png")
     return d
+
+
+S3_SECRET = "mt-test-secret-0123456789abcdef"
+"""The test S3 server's secret key: long enough that `redact` would hide it, so tests can look for leaks."""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 server for the session: moto's standalone server on loopback (it enforces conditional puts,
+    `If-None-Match: *` and `If-Match`, with 412). Its endpoint and credentials go into the environment the
+    standard AWS way, so in-process code, Ray workers and `mt` subprocesses all reach it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "mt-test-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server, request) -> str:
+    """A new empty bucket on the session's S3 server; its name."""
+    import re
+    import uuid
+
+    from mtcore.storage import filesystem
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    fs, _ = filesystem(f"s3://{name}")
+    fs.mkdir(name)
+    return name
+
+
+def upload_folder(local, url: str) -> None:
+    """Copy every file under a local folder to a URL prefix."""
+    from pathlib import Path
+
+    from mtcore.storage import Storage
+
+    store = Storage(url)
+    for path in Path(local).rglob("*"):
+        if path.is_file():
+            store.put_file(path.relative_to(local).as_posix(), path)

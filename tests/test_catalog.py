@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mtcore.catalog import SCHEMAS, append_rows, ok_keys, read_table, store_path
+from mtcore.catalog import SCHEMAS, append_rows, compact, ok_keys, read_table, store_path
 
 KEY = "ab" + "0" * 62
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -174,3 +174,15 @@ def test_compaction_keeps_every_row_and_later_appends(tmp_path):
     assert compact(tmp_path, "transfers")[1:] == (1, 61)
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/catalog/transfers/**/*.parquet')").fetchall()
     assert n == [(61,)]
+
+
+def test_compacting_the_runs_table_orders_by_start(tmp_path):
+    """catalog/runs has no created_at column: its parts compact in order of the runs' starts."""
+    for minutes in (5, 1):
+        start = NOW + dt.timedelta(minutes=minutes)
+        append_rows(tmp_path, "runs", [{"run_id": f"r{minutes}", "manifest_path": "m.yaml", "manifest_sha256": "0" * 64,
+                                        "started_at": start, "finished_at": start, "inversions_computed": 0,
+                                        "inversions_cached": 0, "transfers_computed": 0, "transfers_cached": 0,
+                                        "failed": 0}])
+    assert compact(tmp_path, "runs") == (2, 1, 2)
+    assert read_table(tmp_path, "runs").run_id.tolist() == ["r1", "r5"]

@@ -9,7 +9,8 @@ from unittest import mock
 
 import pytest
 
-from mtcore.fileio import atomic_write, check_output_root, remove_stale_temporaries
+from mtcore.fileio import atomic_write, remove_stale_temporaries
+from mtcore.outroot import check_output_root
 
 
 def test_atomic_write_keeps_suffix_and_renames(tmp_path):
