@@ -16,7 +16,7 @@ from mtcore.config import InversionConfig, TransferConfig
 from mtcore.identity import DEFAULT_MODEL, model_identity
 from mtcore.keys import embedding_key, transfer_key
 from mtcore.manifest import Item, Manifest
-from mtcore.storage import sha256_input, storage
+from mtcore.storage import reason, sha256_input, storage
 
 Rows = dict[str, list[dict]]
 """What a work item returns: catalog table -> rows."""
@@ -171,15 +171,15 @@ def _model_of(job: InversionJob | TransferJob) -> PlannedModel:
 
 
 def _hash_items(items: tuple[Item, ...]) -> dict[str, str | Exception]:
-    """sha256 of each item's bytes, or the error that prevented reading it."""
+    """sha256 of each item's bytes (local or URL), or the error that prevented reading it."""
     out: dict[str, str | Exception] = {}
     for item in items:
         try:
             out[item.id] = sha256_input(item.path)
         except FileNotFoundError:
             out[item.id] = FileNotFoundError(f"{item.path}: file not found")
-        except OSError as exc:
-            out[item.id] = OSError(f"{item.path}: unreadable ({exc.strerror or exc})")
+        except Exception as exc:  # OSError locally; object stores add their own (no credentials, endpoint down)
+            out[item.id] = OSError(f"{item.path}: unreadable ({reason(exc)})")
     return out
 
 

@@ -155,6 +155,8 @@ class PoolConfig:
     resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each actor requests (e.g. {"svd_host": 1} to place workers on the nodes that
     offer it)."""
+    capacity_wait: float = CAPACITY_WAIT
+    """Seconds to wait, when no live node can host a worker, before failing the items left."""
 
 
 class RaySession:
@@ -244,7 +246,7 @@ class WorkerPool:
             return
         if not self.actors:
             self._start()
-        dispatch(self.actors, items, on_done, self.requested)
+        dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait)
 
     def stats(self) -> list[WorkerStats]:
         """Per worker: its current process, model loads over its restarts, items served since its last

@@ -172,6 +172,56 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
     assert_each_key_ok_once(out, 2, 4)
 
 
+@dataclass(frozen=True)
+class Slow:
+    """A work item that says it started (a file), then works for a long time."""
+
+    name: str
+    started: str
+    size = 1
+
+    def run(self, model, out, worker):
+        Path(self.started, self.name).touch()
+        time.sleep(120)
+        return {}
+
+
+def test_no_capacity_left_fails_the_rest_clearly(tmp_path, tiny_model_dir):
+    """The only node offering the workers' resource leaves and none replaces it: the items left fail with
+    one clear error after the capacity wait, instead of the run waiting forever for a worker restart."""
+    import ray.cloudpickle
+    from ray.cluster_utils import Cluster
+
+    from tasks.pool import PoolConfig, RaySession, WorkerDied, WorkerPool
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    pinned = cluster.add_node(num_cpus=1, resources={"svd_host": 1})
+    cluster.wait_for_nodes()
+    items = [Slow(f"item{i}", str(tmp_path)) for i in range(3)]
+    results = {}
+
+    def remove_when_started() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (tmp_path / "item0").exists():
+            time.sleep(0.1)
+        cluster.remove_node(pinned)
+
+    remover = threading.Thread(target=remove_when_started, daemon=True)
+    try:
+        with RaySession(cluster.address) as session:
+            config = PoolConfig(workers=1, resources={"svd_host": 1}, capacity_wait=3)
+            with WorkerPool(session, str(tiny_model_dir), None, str(tmp_path / "out"), config) as pool:
+                remover.start()
+                pool.map(items, lambda item, result: results.__setitem__(item.name, result))
+    finally:
+        remover.join(timeout=5)
+        cluster.shutdown()
+    assert sorted(results) == ["item0", "item1", "item2"]
+    for result in results.values():
+        assert isinstance(result, WorkerDied) and "no capacity left" in str(result) and "svd_host=1" in str(result)
+
+
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_api, two_by_two_manifest, tmp_path):
     out, home = tmp_path / "out", tmp_path / "home"  # on the session's server: saves two start-ups
     proc = mt_run(two_by_two_manifest, out, home, "--inversion-batch", 1, wait=False, api=prefect_api)

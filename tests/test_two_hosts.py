@@ -70,7 +70,7 @@ def cluster():
                              "COLUMNS": "160"})
         env.pop("PREFECT_API_URL", None)  # the driver in host A starts Prefect's temporary server there
         server = Process(a, [hosts.PYTHON, "tests/s3server.py", "--host", hosts.HOST_A_IP, "--port", str(PORT),
-                             "--bucket", BUCKET, "--down-seconds", "4"], env)
+                             "--bucket", BUCKET, "--down-seconds", "8"], env)
         server.wait_for("ready", timeout=60)
         hosts.ray_head(a, num_cpus=1, env={**env, **hosts.FAST_HEALTH_CHECK_ENV})
         hosts.ray_node(b, HEAD, num_cpus=1, resources=RESOURCE, env=env)
@@ -95,9 +95,9 @@ def inspect(cluster, out: str = OUT) -> dict:
 
 
 def summary(output: str) -> dict:
-    """The --json summary: the last line of the output that is a JSON object."""
-    start = output.rindex('\n{"run_id"') + 1 if '\n{"run_id"' in output else output.index('{"run_id"')
-    return json.loads(output[start:output.index("\n}", start) + 2])
+    """The --json summary (an indented JSON object among the log lines)."""
+    start = output.index('{\n  "run_id"')
+    return json.loads(output[start:output.index("\n}\n", start) + 2])
 
 
 def test_demo_on_object_storage_runs_on_the_other_host_through_a_storage_restart(cluster):
@@ -161,6 +161,8 @@ def test_a_lost_host_costs_a_restart_not_a_row(cluster):
     assert rc == 0, output[-4000:]
     result = summary(output)
     assert result["failed"] == 0 and result["inversions_computed"] + result["inversions_cached"] == 3
+    # the worker that finished the run is the one Ray restarted on the new node, not B's
+    assert result["workers"] and all(f"/node-{cluster['node_b'][:8]}/" not in w["worker"] for w in result["workers"])
     state = inspect(cluster, out)
     for table, count in (("embeddings", 3), ("transfers", 9)):
         ok = [r["key"] for r in state["tables"][table] if r["status"] == "ok"]
