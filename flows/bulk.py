@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from dataclasses import replace
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -31,6 +32,19 @@ GPU_INVERSION_GROUP = 8
 time as its free memory holds (mtcore.inversion.invert_fitting)."""
 
 
+STAGE_POOL_FIELDS = ("gpus_per_worker", "workers", "cpus_per_worker", "resources")
+"""What a stage's pool may set for itself (`invert_pool`, `transfer_pool`, `mt run --invert-* / --transfer-*`)."""
+
+
+def stage_config(base: PoolConfig, overrides: dict | None) -> PoolConfig:
+    """The pool of one stage: `base` with `overrides` (only STAGE_POOL_FIELDS; None values keep base's)."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - set(STAGE_POOL_FIELDS))
+    if unknown:
+        raise ValueError(f"a stage's pool sets only {', '.join(STAGE_POOL_FIELDS)}; got {', '.join(unknown)}")
+    return replace(base, **overrides)
+
+
 @flow(name=FLOW_NAME)
 def bulk_run(
     manifest: str,
@@ -44,12 +58,20 @@ def bulk_run(
     min_free_mb: float = 256.0,
     inversion_batch: int | None = None,
     resources: dict[str, float] | None = None,
+    invert_pool: dict | None = None,
+    transfer_pool: dict | None = None,
 ) -> RunSummary:
     """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
 
     `manifest` and `out` are local paths or URLs (s3://bucket/prefix, ...: mtcore.storage); on a cluster of
     several hosts OUT must be reachable from every node (object storage, or a shared mount), which each
     worker checks before loading a model. `resources`: custom Ray resources each worker requests.
+
+    Pools per stage: `invert_pool` / `transfer_pool` override, for that stage's workers, fields of the pool
+    the other arguments describe (`gpus_per_worker`, `workers`, `cpus_per_worker`, `resources`), so that
+    inversions (about 32 GiB on SVD) go to large GPUs and transfers to small ones. Stages whose pools are
+    alike share their workers (the model loads once); otherwise each stage has its own pool, the
+    inversion pool closing before the transfer pool starts, so the two may share GPUs.
 
     Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
     item is computed twice and each finishes what the others leave.
@@ -61,7 +83,8 @@ def bulk_run(
     plan = plan_stage(manifest, out)
     pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype,
                              resources=dict(resources or {}))
-    on_gpu = gpus_per_worker > 0 or (device or "").startswith("cuda")
+    inverting, transferring = stage_config(pool_config, invert_pool), stage_config(pool_config, transfer_pool)
+    on_gpu = inverting.gpus_per_worker > 0 or (device or "").startswith("cuda")
     default_batch = GPU_INVERSION_GROUP if on_gpu else DEFAULT_INVERSION_BATCH
     inversions, transfers, measured, worker_stats = StageResult(), StageResult(), StageResult(), []
     probe = (write_probe(out, run_id), run_id)  # every worker must read it back before loading a model
@@ -69,12 +92,19 @@ def bulk_run(
         with RaySession(ray_address) as session, Claims(out, run_id) as claims:
             for model in plan.models:
                 part = plan.for_model(model)
-                with WorkerPool(session, model.model, model.revision, out, pool_config, probe) as pool:
+                pool = WorkerPool(session, model.model, model.revision, out, inverting, probe)
+                try:
                     inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
+                    if transferring != inverting:  # the transfer stage's own workers
+                        worker_stats += pool.stats()
+                        pool.close()
+                        pool = WorkerPool(session, model.model, model.revision, out, transferring, probe)
                     transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
                     measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
                     inversions = inversions.merge(inverted)
                     worker_stats += pool.stats()
+                finally:
+                    pool.close()
     finally:
         remove_probe(out, probe[0])
     return record_run(run_id, plan, inversions, transfers, measured, started, time.perf_counter() - t0, out,

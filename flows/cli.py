@@ -63,8 +63,8 @@ def local_only() -> None:
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 
-def parse_resources(text: str | None) -> dict[str, float]:
-    """--resources: a JSON object of resource name -> amount (InputError names what is wrong)."""
+def parse_resources(text: str | None, option: str = "--resources") -> dict[str, float]:
+    """--resources: a JSON object of resource name -> amount (InputError names the option and what is wrong)."""
     import json
 
     from mtcore.errors import InputError
@@ -74,10 +74,10 @@ def parse_resources(text: str | None) -> dict[str, float]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise InputError("--resources", f"not JSON ({exc})") from None
+        raise InputError(option, f"not JSON ({exc})") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and
                                               not isinstance(v, bool) and v > 0 for k, v in value.items()):
-        raise InputError("--resources", f'must be a JSON object of positive amounts, e.g. {{"svd_host": 1}}; got {text}')
+        raise InputError(option, f'must be a JSON object of positive amounts, e.g. {{"svd_host": 1}}; got {text}')
     return {k: float(v) for k, v in value.items()}
 
 
@@ -205,7 +205,8 @@ def validate(manifest: str = typer.Argument(..., help="Manifest YAML file (a pat
 
     Exit status: 0 all good, 1 some media missing or unreadable, 2 the manifest itself is invalid.
     """
-    from mtcore.manifest import check_media, load_manifest
+    from mtcore.manifest import load_manifest
+    from mtcore.media import check_media
 
     loaded = load_manifest(manifest)
     typer.echo(f"{manifest}: {len(loaded.references)} reference videos, {len(loaded.targets)} target images, "
@@ -244,10 +245,20 @@ def run(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON object on stdout."),
     min_free_mb: float = typer.Option(256.0, help="Refuse to start when OUT has less free space than this (MiB)."),
+    invert_gpus: Optional[float] = typer.Option(None, help="num_gpus of each inversion worker (default: --gpus-per-worker)."),
+    invert_workers: Optional[int] = typer.Option(None, help="Inversion workers (default: --workers)."),
+    invert_resources: Optional[str] = typer.Option(None, help='Custom resources of inversion workers, JSON (e.g. '
+                                                              '\'{"A100": 1}\'; default: --resources).'),
+    transfer_gpus: Optional[float] = typer.Option(None, help="num_gpus of each transfer worker (default: --gpus-per-worker)."),
+    transfer_workers: Optional[int] = typer.Option(None, help="Transfer workers (default: --workers)."),
+    transfer_resources: Optional[str] = typer.Option(None, help='Custom resources of transfer workers, JSON (e.g. '
+                                                                '\'{"L4": 1}\'; default: --resources).'),
 ) -> None:
     """Run a manifest as one Prefect flow: invert missing embeddings, transfer missing pairs, write catalogs.
 
     Only what the store lacks is computed; a re-run of the same manifest computes nothing new.
+    Pools per stage: --invert-* and --transfer-* give the inversion and transfer workers their own GPUs,
+    resources and counts (inversions need far more GPU memory than transfers).
     Exit status 1 when any row failed (see the summary and catalog error columns).
     """
     from mtcore.outroot import check_output_root
@@ -255,6 +266,10 @@ def run(
 
     # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
     worker_resources = parse_resources(resources)
+    pools = {stage: {"gpus_per_worker": gpus, "workers": count,
+                     "resources": parse_resources(text, f"--{stage}-resources") if text else None}
+             for stage, gpus, count, text in (("invert", invert_gpus, invert_workers, invert_resources),
+                                              ("transfer", transfer_gpus, transfer_workers, transfer_resources))}
     load_manifest(manifest)
     out = check_output_root(out, int(min_free_mb * 2**20))
     if ray_address is None:
@@ -264,7 +279,8 @@ def run(
 
     summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
                        workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
-                       inversion_batch=inversion_batch, resources=worker_resources)
+                       inversion_batch=inversion_batch, resources=worker_resources, invert_pool=pools["invert"],
+                       transfer_pool=pools["transfer"])
     print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)

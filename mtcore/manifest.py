@@ -2,7 +2,7 @@
 
 Structural problems (bad YAML, unknown keys, wrong types, duplicate or unknown ids, paths
 escaping the manifest folder) refuse the whole manifest, all reported at once. Problems of
-single items (missing or unreadable media) are found by `check_media`, so a run can skip them.
+single items (missing or unreadable media) are found by `mtcore.media.check_media`, so a run can skip them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from mtcore.config import InversionConfig, TransferConfig, parse_config
 from mtcore.errors import InputError, ProblemsError, did_you_mean
 from mtcore.identity import local_candidate, locate_model
+from mtcore.pairs import sample_targets
 from mtcore.storage import inside, is_url, normalize, parent, read_input, resolve
 from mtcore.yamlio import parse_yaml
 
@@ -72,7 +73,8 @@ class Manifest:
     targets: tuple[Item, ...]
     """Target images, in manifest order."""
     pairs: tuple[tuple[str, str], ...]
-    """(reference id, target id) in manifest order; `cross` = every reference x every target."""
+    """(reference id, target id) in manifest order; `cross` = every reference x every target;
+    `{per_reference: K, seed: S}` = K targets per reference drawn by hash (`sample_targets`)."""
     seeds: tuple[int, ...]
     """One transfer per pair per seed."""
     inversions: tuple[InversionConfig, ...]
@@ -301,8 +303,11 @@ class _Reader:
               ref_ids: set[str], target_ids: set[str]) -> tuple[tuple[str, str], ...]:
         if raw == "cross":
             return tuple((r.id, t.id) for r in references for t in targets)
+        if isinstance(raw, dict):
+            return self.sampled_pairs(raw, references, targets)
         if not isinstance(raw, list) or not raw:
-            self.add("pairs", f"must be 'cross' or a non-empty list of {{reference, target}}, got {raw!r}")
+            self.add("pairs", f"must be 'cross', {{per_reference: K, seed: S}} or a non-empty list of "
+                              f"{{reference, target}}, got {raw!r}")
             return ()
         pairs, seen = [], {}
         for i, entry in enumerate(raw):
@@ -319,6 +324,19 @@ class _Reader:
             seen[ref, target] = where
             pairs.append((ref, target))
         return tuple(pairs)
+
+    def sampled_pairs(self, raw: dict, references: tuple[Item, ...], targets: tuple[Item, ...]) -> tuple:
+        """`{per_reference: K, seed: S}`: K targets per reference (all when there are fewer), drawn by hash."""
+        if not self.entry("pairs", raw, ("per_reference", "seed")):
+            return ()
+        k, seed = raw.get("per_reference"), raw.get("seed", 0)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            self.add("pairs.per_reference", f"must be a positive integer, got {k!r}")
+            return ()
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            self.add("pairs.seed", f"must be an integer, got {seed!r}")
+            return ()
+        return tuple((r.id, t) for r in references for t in sample_targets(r.id, [t.id for t in targets], k, seed))
 
     def pair_id(self, where: str, entry: dict, field: str, known: set[str]) -> str | None:
         if field not in entry:
@@ -375,22 +393,4 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_media(manifest: Manifest) -> dict[str, str]:
-    """Problems of single items: {"reference:<id>" | "target:<id>": one-line problem}; empty if all readable."""
-    # Imported here: videoio pulls in torch and ffmpeg, which validating a manifest does not need.
-    from mtcore.storage import local_copy
-    from mtcore.videoio import probe_video, read_image
-
-    problems = {}
-    for kind, items, check in (("reference", manifest.references, probe_video),
-                               ("target", manifest.targets, read_image)):
-        for item in items:
-            try:
-                with local_copy(item.path) as path:
-                    check(path)
-            except InputError as exc:
-                problems[f"{kind}:{item.id}"] = str(exc).splitlines()[0]
-    return problems
-
-
-__all__ = ["Item", "Manifest", "ManifestError", "load_manifest", "check_media"]
+__all__ = ["Item", "Manifest", "ManifestError", "load_manifest"]

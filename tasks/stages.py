@@ -27,6 +27,7 @@ from tasks.claims import Claims, serve_claimed
 from tasks.plan import (InversionBatch, InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run,
                         stored)
 from tasks.pool import WorkerPool
+from tasks.progress import StageProgress
 from tasks.results import RunSummary, StageResult, WorkerStats
 from tasks.rows import embedding_row, one_line, transfer_row
 
@@ -119,16 +120,16 @@ def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Cl
     result = StageResult(ok_keys={j.key for j in plan.inversions_cached})
     sink = RowSink(out, "embeddings", result, run_id, claims)
     sink.add({"embeddings": [embedding_row(job, None, error, 0.0, "plan") for job, error in plan.failed_inversions]})
-    done = [0]
+    progress = StageProgress(log, "inversions", len(plan.inversions_todo))
 
     def on_done(batch: InversionBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
             rows = {"embeddings": [embedding_row(job, None, one_line(rows), 0.0, "lost") for job in batch.jobs]}
         sink.add(rows)
         for job, row in zip(batch.jobs, rows["embeddings"]):
-            done[0] += 1
-            log.info("inversion %d/%d %s: %s in %.1f s on %s%s", done[0], len(plan.inversions_todo), job.reference_id,
-                     row["status"], row["seconds"], row["worker"], f" ({row['error']})" if row["error"] else "")
+            progress.advance(1, row["status"] != "ok", lambda: "inversion %d/%d %s: %s in %.1f s on %s%s" % (
+                progress.done, progress.total, job.reference_id, row["status"], row["seconds"], row["worker"],
+                f" ({row['error']})" if row["error"] else ""), f"{job.reference_id}: {row['error']}")
 
     def elsewhere(batch: InversionBatch) -> None:
         for job in batch.jobs:
@@ -142,6 +143,7 @@ def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Cl
     serve_claimed(pool, inversion_batches(todo, batch_size), claims, lambda batch: [j.key for j in batch.jobs],
                   _available(out, "embeddings"), on_done, elsewhere, sink.flush)
     sink.flush()
+    progress.finish()
     return result
 
 
@@ -208,17 +210,17 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
                         f"{inversions.failed_keys.get(j.embedding_key, 'no embedding')}", 0.0, "plan")
         for j in plan.transfers_todo if j.embedding_key not in inversions.ok_keys
     ]})
-    done = [0]
+    progress = StageProgress(log, "transfers", len(ready))
 
     def on_done(batch: TransferBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
             rows = {"transfers": [transfer_row(j, one_line(rows), 0.0, "lost") for j in batch.jobs]}
         sink.add(rows)
-        done[0] += len(batch.jobs)
         failed = [r for r in rows["transfers"] if r["status"] != "ok"]
-        log.info("transfers %d/%d (%s x %d targets) on %s%s", done[0], len(ready), batch.jobs[0].reference_id,
-                 len(batch.jobs), rows["transfers"][0]["worker"],
-                 f"; {len(failed)} failed: {failed[0]['error']}" if failed else "")
+        progress.advance(len(batch.jobs), len(failed), lambda: "transfers %d/%d (%s x %d targets) on %s%s" % (
+            progress.done, progress.total, batch.jobs[0].reference_id, len(batch.jobs), rows["transfers"][0]["worker"],
+            f"; {len(failed)} failed: {failed[0]['error']}" if failed else ""),
+            failed[0]["error"] if failed else None)
 
     def elsewhere(batch: TransferBatch) -> None:
         result.elsewhere += len(batch.jobs)
@@ -229,6 +231,7 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
                   lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
                   sink.flush)
     sink.flush()
+    progress.finish()
     return result
 
 
@@ -247,12 +250,14 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     jobs = plan.metrics_todo if plan.metrics else []
     batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
 
+    progress = StageProgress(log, "measuring", len(jobs))
+
     def on_done(batch: MetricsBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
             log.warning("metrics of %d transfers failed: %s", len(batch.jobs), one_line(rows))
             return
         sink.add(rows)
-        log.info("measured %d/%d cached transfers", result.measured, len(jobs))
+        progress.advance(len(batch.jobs), 0, lambda: f"measured {result.measured}/{len(jobs)} cached transfers")
 
     def measured_elsewhere(batches: list[MetricsBatch]) -> list[MetricsBatch]:
         done = metric_keys(out, METRICS_VERSION)
@@ -261,6 +266,7 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     serve_claimed(pool, batches, claims, lambda batch: [metrics_claim(j.key) for j in batch.jobs], measured_elsewhere,
                   on_done, lambda batch: None, sink.flush)
     sink.flush()
+    progress.finish()
     return result
 
 

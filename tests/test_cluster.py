@@ -13,8 +13,10 @@ from tests.conftest import write_manifest
 def cluster():
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1, num_gpus=1)
+    # a large GPU (for inversions) and a small one (for transfers), told apart by custom resources
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False,
+                                                      "resources": {"A100": 1}})
+    c.add_node(num_cpus=1, num_gpus=1, resources={"L4": 1})
     c.wait_for_nodes()
     yield c
     c.shutdown()
@@ -36,3 +38,28 @@ def test_two_gpu_nodes_share_the_work(prefect_harness, cluster, media, tmp_path,
     row_nodes = {w.split("/")[1] for w in list(emb.worker) + list(tr.worker)}
     assert row_nodes == nodes  # both nodes did work, and the rows say which
     assert {w.worker for w in workers} >= set(emb.worker)
+
+
+def test_each_stage_lands_where_it_asked(prefect_harness, cluster, media, tmp_path, tiny_model_dir):
+    """Pools per stage: inversions ask for the A100 node, transfers for the L4 node, each with a whole GPU."""
+    import ray
+
+    from flows.bulk import bulk_run
+
+    manifest = write_manifest(tmp_path, {"right": media / "right.mp4", "left": media / "left.mp4"},
+                              {"cat": media / "cat.png", "dog": media / "dog.png"}, model=str(tiny_model_dir))
+    out = tmp_path / "out"
+    result = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, gpus_per_worker=1,
+                      invert_pool={"resources": {"A100": 1}, "workers": 1},
+                      transfer_pool={"resources": {"L4": 1}, "workers": 1})
+    assert result.failed == 0 and (result.inversions_computed, result.transfers_computed) == (2, 4)
+    ray.init(address=cluster.address)
+    try:
+        node_of = {n["NodeID"][:8]: ("A100" if "A100" in n["Resources"] else "L4") for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+    emb, tr = read_table(out, "embeddings"), read_table(out, "transfers")
+    assert {node_of[w.split("/")[1].removeprefix("node-")] for w in emb.worker} == {"A100"}
+    assert {node_of[w.split("/")[1].removeprefix("node-")] for w in tr.worker} == {"L4"}
+    assert len(result.workers) == 2  # one worker per stage, each loaded the model once
+

@@ -13,7 +13,8 @@ from PIL import Image
 
 from mtcore.config import InversionConfig, TransferConfig
 from mtcore.errors import InputError
-from mtcore.manifest import ManifestError, check_media, load_manifest
+from mtcore.manifest import ManifestError, load_manifest
+from mtcore.media import check_media
 
 VALID = """\
 model: ./models/tiny
@@ -213,3 +214,33 @@ def test_check_media_accepts_readable_media(tmp_path):
         targets: [{id: cat, path: cat.png}, {id: dog, path: dog.png}]
         """))
     assert check_media(m) == {"target:dog": f"{tmp_path / 'dog.png'}: file not found"}
+
+
+def test_sampled_pairs_are_reproducible_and_stable_as_entries_are_added(tmp_path):
+    from mtcore.pairs import sample_targets
+
+    targets = [f"t{i}" for i in range(50)]
+    drawn = {r: sample_targets(r, targets, 5, seed=7) for r in ("r0", "r1", "r2")}
+    assert all(len(v) == 5 for v in drawn.values()) and drawn["r0"] != drawn["r1"]
+    assert drawn == {r: sample_targets(r, targets, 5, seed=7) for r in drawn}  # reproducible
+    assert sample_targets("r0", targets, 5, seed=8) != drawn["r0"]  # the seed draws anew
+    more = targets + [f"new{i}" for i in range(50)]
+    for r, before in drawn.items():  # 50 more targets: each pair kept, or displaced by a newcomer
+        after = sample_targets(r, more, 5, seed=7)
+        kept = [t for t in after if not t.startswith("new")]
+        assert set(kept) <= set(before) and len(after) == 5
+    assert sample_targets("r0", targets[:3], 5, seed=7) == targets[:3]  # fewer than K: all of them
+    path = tmp_path / "m.yaml"
+    for i in range(4):
+        (tmp_path / f"t{i}.png").write_bytes(b"x")
+    path.write_text("references: [{id: a, path: a.mp4}, {id: b, path: b.mp4}]\n"
+                    "targets: [" + ", ".join(f"{{id: t{i}, path: t{i}.png}}" for i in range(4)) + "]\n"
+                    "pairs: {per_reference: 2, seed: 3}\n")
+    m = load_manifest(path)
+    assert len(m.pairs) == 4 and [p[0] for p in m.pairs] == ["a", "a", "b", "b"]
+    assert [t for r, t in m.pairs if r == "a"] == sample_targets("a", [f"t{i}" for i in range(4)], 2, 3)
+    path.write_text(path.read_text().replace("{per_reference: 2, seed: 3}", "{per_reference: 0, sed: 1}"))
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert any("pairs: unknown key 'sed' (did you mean 'seed'?)" in p for p in caught.value.problems)
+    assert any("pairs.per_reference: must be a positive integer, got 0" in p for p in caught.value.problems)

@@ -10,6 +10,8 @@ import subprocess
 import threading
 import time
 
+from pathlib import Path
+
 import duckdb
 import pandas as pd
 import pytest
@@ -174,3 +176,28 @@ def test_catalog_on_s3_appends_compacts_and_reads_in_place(bucket, s3_server):
     con.register_filesystem(s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server["AWS_ENDPOINT_URL"]}))
     n = con.sql(f"SELECT count(*) FROM read_parquet('{out}/catalog/transfers/*.parquet') WHERE status = 'ok'").fetchall()
     assert n == [(4,)]
+
+
+def test_a_manifest_in_a_bucket_resolves_media_there_and_keeps_allow_outside(bucket, tmp_path):
+    from mtcore.manifest import ManifestError, load_manifest
+
+    store = Storage(f"s3://{bucket}/in")
+
+    def manifest(name: str, **extra) -> str:
+        doc = {"references": [{"id": "r", "path": "clips/r.mp4"}], "targets": [{"id": "t", "path": "t.png"}], **extra}
+        return store.write_bytes(name, json.dumps(doc).encode())  # JSON is YAML
+
+    loaded = load_manifest(manifest("ok.yaml"))
+    assert loaded.path == f"s3://{bucket}/in/ok.yaml" and loaded.name == "ok" and loaded.file_name == "ok.yaml"
+    assert loaded.references[0].path == f"s3://{bucket}/in/clips/r.mp4"
+    escaping = manifest("out.yaml", targets=[{"id": "a", "path": "../a.png"}, {"id": "b", "path": "s3://other/b.png"},
+                                             {"id": "c", "path": "/etc/c.png"}])
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(escaping)
+    assert [p.split(": ")[1] for p in caught.value.problems] == ["targets[0].path", "targets[1].path", "targets[2].path"]
+    assert all("outside the manifest folder" in p for p in caught.value.problems)
+    allowed = load_manifest(manifest("allowed.yaml", allow_outside=True,
+                                     targets=[{"id": "b", "path": "s3://other/b.png"}, {"id": "c", "path": "/etc/c.png"}]))
+    assert [t.path for t in allowed.targets] == ["s3://other/b.png", Path("/etc/c.png")]
+    with pytest.raises(ManifestError, match="file not found"):
+        load_manifest(f"s3://{bucket}/in/none.yaml")
