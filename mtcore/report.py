@@ -2,12 +2,17 @@
 
 OUT/report/index.html shows, for every transfer, the reference video, the target image and the
 output video side by side (autoplaying, looping, small videos enlarged with crisp pixels) with its
-metrics, in a table sortable by any metric and filterable by reference and target; per reference a
-strip plot of motion fidelity; the runs' summaries and every failure with its error. Everything is
-inline (no CDN, no server): it opens from the file system. The table is paged (`page_size` rows):
-only the current page's rows, and so their videos, exist in the page, so 2,000 transfers load as
-fast as 50. The reference and target are shown as the model saw them (the output's frame count and
-size), converted once into OUT/report/media/.
+metrics, in a table sortable by any metric and filterable by reference and target; on the first
+screen a summary per reference and per target (count, mean motion fidelity and PSNR); per reference
+the distribution of motion fidelity; the runs' summaries and the failures with their errors. No CDN,
+no server: it opens from the file system.
+
+At scale: the page itself holds the summaries and the table's first page (`page_size` rows, worst
+motion fidelity first), so it shows at once however many transfers there are; every transfer is in
+OUT/report/data/items.js beside it (columns, strings dictionary-encoded), which the page loads after
+it has shown, and then sorts, filters and pages through. Only the current page's rows, and so their
+videos, exist in the page. The reference and target are shown as the model saw them (the output's
+frame count and size), converted once into OUT/report/media/.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import html
 import json
 import os
 import posixpath
+from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mtcore.catalog import read_table
@@ -30,8 +37,15 @@ from mtcore import METRICS_VERSION
 from mtcore.videoio import probe_video, read_image, read_video, write_mp4
 
 
+PAGE_FIELDS = ("transfer_key", "reference_id", "target_id", "seed", "model_label", "config_label", *SUMMARY_METRICS,
+               "status", "error", "reference", "target")
+"""What the page needs of each transfer (the video's path follows from its key)."""
+FAILURES_SHOWN = 200
+"""Failures listed in the page (all of them are in the catalogs)."""
+
+
 def write_report(out: str | os.PathLike, run_id: str | None = None, page_size: int = 50) -> Path | str:
-    """Write OUT/report/index.html (and its media); returns the page's location (a path or a URL).
+    """Write OUT/report/index.html, its data (data/items.js) and media; returns the page's location.
 
     OUT may be object storage: the videos are read through the storage layer and the page and its
     media are written beside the store, which the page links to relatively.
@@ -41,39 +55,87 @@ def write_report(out: str | os.PathLike, run_id: str | None = None, page_size: i
     df = load_results(out, METRICS_VERSION, run_id)
     if df.empty:
         raise InputError(out, "no transfers in the catalog" + (f" made by run {run_id}" if run_id else ""))
+    # worst motion fidelity first (unmeasured last): the order of the first page and of the data file
+    df = df.sort_values("motion_fidelity", ascending=False, na_position="last", kind="stable")
     items = _items(df, store)
     runs = read_table(out, "runs")
     if run_id is not None:
         runs = runs[runs.run_id == run_id]
-    data = {"items": items, "runs": to_records(runs.sort_values("started_at")), "failures": _failures(out, df, run_id),
-            "metrics": list(SUMMARY_METRICS), "page_size": page_size, "metrics_version": METRICS_VERSION}
-    plots = "\n".join(_strip_plot(ref, group) for ref, group in df[df.status == "ok"].groupby("reference_id"))
-    page = _PAGE.replace("/*DATA*/", json.dumps(data).replace("</", "<\\/")).replace("<!--PLOTS-->", plots)
+    failures = _failures(out, df, run_id)
+    stamp = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:12]
+    data = {"first": items[:page_size], "total": len(items), "items_src": f"data/items.js?v={stamp}",
+            "references": sorted(df.reference_id.unique().tolist()), "targets": sorted(df.target_id.unique().tolist()),
+            "runs": to_records(runs.sort_values("started_at")), "failures": failures[:FAILURES_SHOWN],
+            "failures_total": len(failures), "metrics": list(SUMMARY_METRICS), "page_size": page_size,
+            "metrics_version": METRICS_VERSION}
+    if len(items) > page_size:
+        store.write_bytes("report/data/items.js", b"mtItems(" + json.dumps(_columns(items)).encode() + b");\n")
+    ok = df[df.status == "ok"]
+    plots = "\n".join(_strip_plot(ref, group) for ref, group in ok.groupby("reference_id"))
+    summaries = _summary(ok, "reference_id", "reference") + _summary(ok, "target_id", "target")
+    page = (files("mtcore") / "assets" / "report.html").read_text(encoding="utf-8")
+    page = page.replace("/*DATA*/", json.dumps(data).replace("</", "<\\/")).replace("<!--PLOTS-->", plots)
+    page = page.replace("<!--SUMMARIES-->", summaries)
     page = page.replace("<!--TITLE-->", html.escape(f"motion-transfer report: {out.rstrip('/').rsplit('/', 1)[-1]}"
                                                     + (f", run {run_id}" if run_id else "")))
     location = store.write_bytes("report/index.html", page.encode("utf-8"))
     return location if store.remote else Path(location)
 
 
+def _columns(items: list[dict]) -> dict:
+    """Records as columns; a string column with repeats as a dictionary and codes (-1 for null)."""
+    fields = {}
+    for name in (*PAGE_FIELDS, "has_video"):
+        values = [item.get(name) for item in items]
+        strings = [v for v in values if v is not None]
+        if strings and all(isinstance(v, str) for v in strings) and len(set(strings)) < len(strings):
+            vocabulary = sorted(set(strings))
+            index = {v: i for i, v in enumerate(vocabulary)}
+            fields[name] = {"dict": vocabulary, "codes": [-1 if v is None else index[v] for v in values]}
+        else:
+            fields[name] = {"values": [round(v, 5) if isinstance(v, float) else v for v in values]}
+    return {"n": len(items), "fields": fields}
+
+
+def _summary(ok: pd.DataFrame, column: str, label: str) -> str:
+    """A table of count, mean motion fidelity and mean PSNR per reference (or target), worst first."""
+    rows = ok.groupby(column).agg(n=("transfer_key", "size"), mf=("motion_fidelity", "mean"),
+                                  psnr=("psnr_first", "mean")).sort_values("mf", na_position="last")
+    cell = lambda v: "-" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    body = "".join(f"<tr><td>{html.escape(str(name))}</td><td class=num>{r.n}</td><td class=num>{cell(r.mf)}</td>"
+                   f"<td class=num>{cell(r.psnr)}</td></tr>" for name, r in rows.iterrows())
+    return (f'<div class="summary" id="summary-{label}"><table><tr><th>{label} ({len(rows)})</th><th>videos</th>'
+            f"<th>motion fidelity</th><th>PSNR 1st</th></tr>{body}</table></div>")
+
+
 def _items(df: pd.DataFrame, store) -> list[dict]:
-    """One record per transfer: ids, metrics, and media paths relative to the page (OUT/report/)."""
+    """One record per transfer: PAGE_FIELDS, media paths relative to the page (OUT/report/), has_video."""
     shapes: dict[tuple, tuple[int, int, int] | None] = {}
-    records = to_records(df)
+    previews: dict[tuple, str | None] = {}
     videos = set(store.files("store/videos"))
     media = set(store.files("report/media"))
-    for record in records:
-        record["video"] = record["reference"] = record["target"] = None
-        if record["status"] != "ok" or record["video_path"] not in videos:
+    records = []
+    for record in to_records(df):
+        item = {name: record.get(name) for name in PAGE_FIELDS}
+        item["reference"] = item["target"] = None
+        item["has_video"] = record["status"] == "ok" and record["video_path"] in videos
+        records.append(item)
+        if not item["has_video"]:
             continue
         group = (record["embedding_key"], record.get("transfer_config"))
         if group not in shapes:  # every output of an embedding and config shares frame count and size
             with store.reading(record["video_path"]) as path:
                 info = probe_video(path)
             shapes[group] = (info.num_frames, info.height, info.width)
-        f, h, w = shapes[group]
-        record["video"] = posixpath.relpath(record["video_path"], "report")
-        record["reference"] = _preview(record.get("reference_path"), store, media, (f, h, w), "video")
-        record["target"] = _preview(record.get("target_path"), store, media, (f, h, w), "image")
+        shape = shapes[group]
+        for field, kind in (("reference", "video"), ("target", "image")):
+            source = record.get(f"{field}_path")
+            if (source, shape) not in previews:
+                previews[source, shape] = _preview(source, store, media, shape, kind)
+            item[field] = previews[source, shape]
+    # the page's own first rows carry their video path; the data file derives it from the key
+    for item in records:
+        item["video"] = f"../store/videos/{item['transfer_key'][:2]}/{item['transfer_key']}.mp4" if item["has_video"] else None
     return records
 
 
@@ -119,98 +181,23 @@ def _failures(out: str, df: pd.DataFrame, run_id: str | None) -> list[dict]:
     return failed
 
 
-def _strip_plot(reference: str, group: pd.DataFrame, width: int = 360, height: int = 56) -> str:
-    """An inline SVG: each output's motion fidelity as a tick on [-1, 1], the mean as a bar."""
+def _strip_plot(reference: str, group: pd.DataFrame, width: int = 360, height: int = 56, ticks_max: int = 200) -> str:
+    """An inline SVG of motion fidelity on [-1, 1], the mean as a red bar: each output a tick, or past
+    `ticks_max` outputs a histogram of 40 bins (its size does not grow with the outputs)."""
     values = group.motion_fidelity.dropna().astype(float).to_numpy()
     x = lambda v: 10 + (v + 1) / 2 * (width - 20)  # noqa: E731
-    ticks = "".join(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="14" y2="34" class="tick"><title>{v:.3f}</title></line>'
-                    for v in values)
+    if len(values) <= ticks_max:
+        marks = "".join(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="14" y2="34" class="tick"><title>{v:.3f}</title></line>'
+                        for v in values)
+    else:
+        counts, edges = np.histogram(values, bins=40, range=(-1, 1))
+        top = counts.max()
+        marks = "".join(f'<rect x="{x(lo):.1f}" y="{34 - 24 * c / top:.1f}" width="{x(hi) - x(lo) - 1:.1f}" '
+                        f'height="{24 * c / top:.1f}" class="bar"><title>{lo:.2f} to {hi:.2f}: {c}</title></rect>'
+                        for c, lo, hi in zip(counts, edges[:-1], edges[1:]) if c)
     mean = f'<line x1="{x(values.mean()):.1f}" x2="{x(values.mean()):.1f}" y1="8" y2="40" class="mean"/>' if len(values) else ""
     axis = "".join(f'<text x="{x(v):.1f}" y="52" class="ax">{v:g}</text>' for v in (-1, -0.5, 0, 0.5, 1))
     summary = f"mean {values.mean():.3f}, n = {len(values)}" if len(values) else "not measured"
     return (f'<figure class="strip"><figcaption>{html.escape(str(reference))}: {summary}</figcaption>'
             f'<svg width="{width}" height="{height}" role="img" aria-label="motion fidelity of {html.escape(str(reference))}">'
-            f'<line x1="10" x2="{width - 10}" y1="24" y2="24" class="axis"/>{ticks}{mean}{axis}</svg></figure>')
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title><!--TITLE--></title>
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
-table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:middle}
-th.sortable{cursor:pointer;user-select:none;white-space:nowrap}th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
-video,img.media{width:128px;height:128px;object-fit:contain;image-rendering:pixelated;background:#eee}
-.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b00}.none{color:#999}
-.strip{display:inline-block;margin:0 1.5em 1em 0}.strip figcaption{font-size:.9em}
-.axis{stroke:#999}.tick{stroke:#2563eb;stroke-width:2;opacity:.6}.mean{stroke:#dc2626;stroke-width:3}.ax{font-size:10px;text-anchor:middle;fill:#666}
-#pager button{margin:0 .3em}
-</style></head><body>
-<h1><!--TITLE--></h1>
-<h2>Runs</h2><div id="runs"></div>
-<h2>Motion fidelity per reference</h2><div id="plots"><!--PLOTS--></div>
-<h2>Transfers</h2>
-<p>Reference <select id="f-ref"><option value="">all</option></select>
- target <select id="f-tgt"><option value="">all</option></select>
- <span id="count"></span></p>
-<p id="pager"></p>
-<table id="transfers"><thead></thead><tbody></tbody></table>
-<h2>Failures</h2><div id="failures"></div>
-<script type="application/json" id="data">/*DATA*/</script>
-<script>
-"use strict";
-const data = JSON.parse(document.getElementById("data").textContent);
-const labels = {motion_fidelity: "motion fidelity", psnr_first: "PSNR 1st (dB)", ssim_first: "SSIM 1st",
-  clip_first: "CLIP-1st", clip_avg: "CLIP-avg", warp_error: "warp error", frame_change: "frame change"};
-const cols = [["reference_id", "reference"], ["target_id", "target"], ["seed", "seed"], ["model_label", "model"],
-  ["config_label", "config"], ...data.metrics.map(m => [m, labels[m] || m]), ["status", "status"]];
-let sortKey = "motion_fidelity", sortDir = -1, page = 0;
-const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
-const fmt = v => v === null || v === undefined ? '<span class="none">-</span>' : (typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(3)) : esc(v));
-function media(item) {
-  const vid = src => src ? `<video src="${esc(src)}" muted autoplay loop playsinline></video>` : '<span class="none">n/a</span>';
-  const img = src => src ? `<img class="media" src="${esc(src)}" alt="target">` : '<span class="none">n/a</span>';
-  return `<td>${vid(item.reference)}</td><td>${img(item.target)}</td><td>${vid(item.video)}</td>`;
-}
-function filtered() {
-  const r = document.getElementById("f-ref").value, t = document.getElementById("f-tgt").value;
-  const rows = data.items.filter(i => (!r || i.reference_id === r) && (!t || i.target_id === t));
-  rows.sort((a, b) => {
-    const x = a[sortKey], y = b[sortKey];
-    if (x === y) return 0; if (x === null || x === undefined) return 1; if (y === null || y === undefined) return -1;
-    return (x < y ? -1 : 1) * sortDir;
-  });
-  return rows;
-}
-function render() {
-  const rows = filtered(), size = data.page_size, pages = Math.max(1, Math.ceil(rows.length / size));
-  page = Math.min(page, pages - 1);
-  document.getElementById("count").textContent = `${rows.length} of ${data.items.length} transfers`;
-  const head = cols.map(([k, l]) => `<th class="sortable${k === sortKey ? (sortDir > 0 ? " sorted-asc" : " sorted-desc") : ""}" data-key="${k}">${esc(l)}</th>`).join("");
-  document.querySelector("#transfers thead").innerHTML = `<tr><th>reference video</th><th>target image</th><th>output video</th>${head}</tr>`;
-  document.querySelector("#transfers tbody").innerHTML = rows.slice(page * size, (page + 1) * size).map(i =>
-    `<tr>${media(i)}${cols.map(([k]) => `<td class="${typeof i[k] === "number" ? "num" : ""}${k === "status" && i.status !== "ok" ? " err" : ""}" title="${k === "status" && i.error ? esc(i.error) : ""}">${fmt(i[k])}</td>`).join("")}</tr>`).join("");
-  document.querySelectorAll("#transfers th.sortable").forEach(th => th.onclick = () => {
-    sortDir = th.dataset.key === sortKey ? -sortDir : -1; sortKey = th.dataset.key; render(); });
-  const pager = document.getElementById("pager");
-  pager.innerHTML = pages > 1 ? `page <button id="prev">&lt;</button> ${page + 1} / ${pages} <button id="next">&gt;</button>` : "";
-  if (pages > 1) {
-    document.getElementById("prev").onclick = () => { page = Math.max(0, page - 1); render(); };
-    document.getElementById("next").onclick = () => { page = Math.min(pages - 1, page + 1); render(); };
-  }
-}
-function table(rows, keys) {
-  if (!rows.length) return '<p class="none">none</p>';
-  return `<table><tr>${keys.map(k => `<th>${esc(k)}</th>`).join("")}</tr>${rows.map(r => `<tr>${keys.map(k => `<td class="${k === "error" ? "err" : ""}">${fmt(r[k])}</td>`).join("")}</tr>`).join("")}</table>`;
-}
-for (const [id, key] of [["f-ref", "reference_id"], ["f-tgt", "target_id"]]) {
-  const select = document.getElementById(id);
-  [...new Set(data.items.map(i => i[key]))].sort().forEach(v => select.add(new Option(v, v)));
-  select.onchange = () => { page = 0; render(); };
-}
-document.getElementById("runs").innerHTML = table(data.runs, ["run_id", "started_at", "finished_at", "inversions_computed",
-  "inversions_cached", "transfers_computed", "transfers_cached", "metrics_computed", "failed"]);
-document.getElementById("failures").innerHTML = table(data.failures, ["kind", "what", "error"]);
-render();
-</script></body></html>
-"""
+            f'<line x1="10" x2="{width - 10}" y1="24" y2="24" class="axis"/>{marks}{mean}{axis}</svg></figure>')

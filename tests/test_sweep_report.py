@@ -107,5 +107,22 @@ def test_report_plays_every_video_in_a_real_browser(sweep, prefect_api, tmp_path
         shot = out / "report" / "screenshot.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+        # at scale the page holds its first page and loads every transfer from data/items.js beside it
+        r = subprocess.run([MT, "report", str(out), "--page-size", "3"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert (out / "report" / "data" / "items.js").is_file()
+        driver.get(page.as_uri())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not driver.execute_script("return complete"):
+            time.sleep(0.1)
+        assert driver.execute_script("return items.length") == 8
+        assert "1 / 3" in driver.execute_script("return document.getElementById('pager').textContent")
+        driver.execute_script("document.getElementById('next').click()")
+        assert driver.execute_script("return document.querySelectorAll('#transfers tbody tr').length") == 3
+        srcs = driver.execute_script("return [...document.querySelectorAll('#transfers tbody video')].map(v => v.src)")
+        assert len(srcs) == 6 and all("/store/videos/" in v or "/media/" in v for v in srcs)
+        summary = driver.execute_script("return document.querySelectorAll('#summary-reference tr').length")
+        assert summary == 1 + driver.execute_script("return data.references.length")  # a header and a row each
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
