@@ -86,6 +86,7 @@ import functools
 import itertools
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -136,6 +137,16 @@ FAST_HEALTH_CHECK_ENV: dict[str, str] = {
 }
 
 _counter = itertools.count()
+
+
+def _kept_under_tmp() -> list[str]:
+    """The project checkout and the virtualenv, where they lie under /tmp (outermost paths only)."""
+    candidates = sorted({os.path.realpath(p) for p in (Path(__file__).resolve().parents[1], sys.prefix)})
+    kept: list[str] = []
+    for path in candidates:
+        if path.startswith("/tmp/") and not any(path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return kept
 
 
 def _sh(args: Sequence[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -213,7 +224,17 @@ class Host:
 
     # ------------------------------------------------------------- setup
     def _start_holder(self, timeout: float = 10) -> None:
-        script = "mount -t tmpfs -o mode=1777 tmpfs /tmp && exec sleep infinity"
+        # What lives under the machine's /tmp and the host still needs (a checkout and its virtualenv
+        # cloned under /tmp, as CI may do) is moved aside, then back on top of the host's own tmpfs.
+        keep = _kept_under_tmp()
+        lines = ["set -e"]
+        for i, path in enumerate(keep):
+            lines += [f"stage{i}=$(mktemp -d /var/tmp/mth-keep.XXXXXX)", f'mount --bind {shlex.quote(path)} "$stage{i}"']
+        lines.append("mount -t tmpfs -o mode=1777 tmpfs /tmp")
+        for i, path in enumerate(keep):
+            lines += [f"mkdir -p {shlex.quote(path)}", f'mount --move "$stage{i}" {shlex.quote(path)}', f'rmdir "$stage{i}"']
+        lines.append("exec sleep infinity")
+        script = "\n".join(lines)
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", self.name, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
             stdin=subprocess.DEVNULL,
@@ -305,11 +326,14 @@ class Host:
         return Path(f"/proc/{self.holder.pid}/root/tmp")
 
     def listdir_tmp(self) -> list[str]:
-        """Every non-directory entry under this host's ``/tmp``, relative, sorted."""
+        """Every non-directory entry under this host's ``/tmp``, relative, sorted (the checkout and
+        virtualenv kept visible there, when they lie under the machine's /tmp, are not listed)."""
         root = self.tmp_root
+        kept = {os.path.relpath(k, "/tmp") for k in _kept_under_tmp()}
         found = []
-        for dirpath, _dirs, files in os.walk(root):
+        for dirpath, dirs, files in os.walk(root):
             rel = os.path.relpath(dirpath, root)
+            dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(rel, d)) not in kept]
             found.extend(os.path.normpath(os.path.join(rel, f)) for f in files)
         return sorted(found)
 
