@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from mtcore.outroot import check_output_root
 from mtcore.outroot import remove_probe, write_probe
 from tasks.claims import Claims
+from tasks.feed import EmbeddingFeed
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.results import RunSummary, StageResult
 from tasks.stages import invert_stage, metrics_stage, plan_stage, record_run, transfer_stage
@@ -70,8 +71,9 @@ def bulk_run(
     Pools per stage: `invert_pool` / `transfer_pool` override, for that stage's workers, fields of the pool
     the other arguments describe (`gpus_per_worker`, `workers`, `cpus_per_worker`, `resources`), so that
     inversions (about 32 GiB on SVD) go to large GPUs and transfers to small ones. Stages whose pools are
-    alike share their workers (the model loads once); otherwise each stage has its own pool, the
-    inversion pool closing before the transfer pool starts, so the two may share GPUs.
+    alike share their workers (the model loads once) and run one after the other; otherwise each stage
+    has its own pool and the two run at once, streaming: a reference's transfers start as soon as its
+    embedding is stored, while other inversions still run (tasks.feed).
 
     Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
     item is computed twice and each finishes what the others leave.
@@ -92,19 +94,24 @@ def bulk_run(
         with RaySession(ray_address) as session, Claims(out, run_id) as claims:
             for model in plan.models:
                 part = plan.for_model(model)
-                pool = WorkerPool(session, model.model, model.revision, out, inverting, probe)
-                try:
-                    inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
-                    if transferring != inverting:  # the transfer stage's own workers
+                if transferring == inverting:  # one pool: its workers invert, then transfer
+                    with WorkerPool(session, model.model, model.revision, out, inverting, probe) as pool:
+                        inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
+                        transferred = transfer_stage(pool, part, out, inverted, batch_size, run_id, claims)
+                        measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
                         worker_stats += pool.stats()
-                        pool.close()
-                        pool = WorkerPool(session, model.model, model.revision, out, transferring, probe)
-                    transfers = transfers.merge(transfer_stage(pool, part, out, inverted, batch_size, run_id, claims))
-                    measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
-                    inversions = inversions.merge(inverted)
-                    worker_stats += pool.stats()
-                finally:
-                    pool.close()
+                else:  # a pool per stage, streaming: a reference's transfers start once its embedding is stored
+                    with WorkerPool(session, model.model, model.revision, out, inverting, probe) as inverters, \
+                            WorkerPool(session, model.model, model.revision, out, transferring, probe) as transferrers:
+                        feed = EmbeddingFeed()
+                        inverting_run = invert_stage.submit(inverters, part, out, run_id, claims,
+                                                            inversion_batch or default_batch, feed)
+                        transferring_run = transfer_stage.submit(transferrers, part, out, None, batch_size, run_id,
+                                                                 claims, feed)
+                        inverted, transferred = inverting_run.result(), transferring_run.result()
+                        measured = measured.merge(metrics_stage(transferrers, part, out, run_id, claims))
+                        worker_stats += inverters.stats() + transferrers.stats()
+                inversions, transfers = inversions.merge(inverted), transfers.merge(transferred)
     finally:
         remove_probe(out, probe[0])
     return record_run(run_id, plan, inversions, transfers, measured, started, time.perf_counter() - t0, out,

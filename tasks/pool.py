@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -167,16 +168,18 @@ class RaySession:
         """`ray_address` None = start a local Ray (embedded); else join that cluster (`ray start --head`)."""
         self.ray_address = ray_address
         self._started = False
+        self._lock = threading.Lock()  # two stages' pools may start at once (streaming)
 
     def ensure(self) -> None:
-        if ray.is_initialized():
-            return
-        if self.ray_address:
-            ray.init(address=self.ray_address, log_to_driver=False)
-        else:
-            # address="local": never attach to a stale cluster by accident.
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        self._started = True
+        with self._lock:
+            if ray.is_initialized():
+                return
+            if self.ray_address:
+                ray.init(address=self.ray_address, log_to_driver=False)
+            else:
+                # address="local": never attach to a stale cluster by accident.
+                ray.init(address="local", include_dashboard=False, log_to_driver=False)
+            self._started = True
 
     def close(self) -> None:
         if self._started:
@@ -238,6 +241,11 @@ class WorkerPool:
             raise InputError(self.out, problems[0])
         # Surface a model that cannot load now, as one error, instead of as every item failing.
         ray.get([a.load.remote() for a in self.actors])
+
+    def start(self) -> None:
+        """Start the workers now (and load the model) instead of at the first item."""
+        if not self.actors:
+            self._start()
 
     def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
         """Serve every item on the workers; `on_done(item, rows | error)` as each finishes."""

@@ -26,6 +26,7 @@ from mtcore.storage import is_url
 from tasks.claims import Claims, serve_claimed
 from tasks.plan import (InversionBatch, InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run,
                         stored)
+from tasks.feed import EmbeddingFeed
 from tasks.pool import WorkerPool
 from tasks.progress import StageProgress
 from tasks.results import RunSummary, StageResult, WorkerStats
@@ -114,12 +115,27 @@ def _available(out: str, table: str):
 
 @task(name="invert", cache_policy=NONE)
 def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None = None,
-                 batch_size: int = 1) -> StageResult:
-    """Invert every missing embedding on the pool, `batch_size` references per UNet call; one row per attempt."""
+                 batch_size: int = 1, feed: EmbeddingFeed | None = None) -> StageResult:
+    """Invert every missing embedding on the pool, `batch_size` references per UNet call; one row per attempt.
+
+    With `feed`, each embedding is published as it is settled (stored or failed), for a transfer stage
+    running at the same time; the feed is closed when the stage ends, however it ends."""
+    try:
+        return _invert(pool, plan, out, run_id, claims, batch_size, feed)
+    finally:
+        if feed is not None:
+            feed.close()
+
+
+def _invert(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None, batch_size: int,
+            feed: EmbeddingFeed | None) -> StageResult:
     log = get_run_logger()
+    publish = feed.publish if feed is not None else (lambda key, error=None: None)
     result = StageResult(ok_keys={j.key for j in plan.inversions_cached})
     sink = RowSink(out, "embeddings", result, run_id, claims)
     sink.add({"embeddings": [embedding_row(job, None, error, 0.0, "plan") for job, error in plan.failed_inversions]})
+    for job, error in plan.failed_inversions:
+        publish(job.key, error)
     progress = StageProgress(log, "inversions", len(plan.inversions_todo))
 
     def on_done(batch: InversionBatch, rows: Rows | Exception) -> None:
@@ -127,6 +143,7 @@ def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Cl
             rows = {"embeddings": [embedding_row(job, None, one_line(rows), 0.0, "lost") for job in batch.jobs]}
         sink.add(rows)
         for job, row in zip(batch.jobs, rows["embeddings"]):
+            publish(job.key, row["error"] if row["status"] != "ok" else None)
             progress.advance(1, row["status"] != "ok", lambda: "inversion %d/%d %s: %s in %.1f s on %s%s" % (
                 progress.done, progress.total, job.reference_id, row["status"], row["seconds"], row["worker"],
                 f" ({row['error']})" if row["error"] else ""), f"{job.reference_id}: {row['error']}")
@@ -135,11 +152,14 @@ def invert_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Cl
         for job in batch.jobs:
             result.ok_keys.add(job.key)
             result.elsewhere += 1
+            publish(job.key)
             log.info("inversion %s: made by another run sharing %s", job.reference_id, out)
 
     todo = _recover(plan.inversions_todo, "embeddings", out, claims, sink,
                     lambda job: embedding_row(job, None, None, 0.0, "recovered"),
                     lambda job: elsewhere(InversionBatch((job,))), log)
+    for key in list(result.ok_keys):  # cached, recovered from the store, or made by another run
+        publish(key)
     serve_claimed(pool, inversion_batches(todo, batch_size), claims, lambda batch: [j.key for j in batch.jobs],
                   _available(out, "embeddings"), on_done, elsewhere, sink.flush)
     sink.flush()
@@ -192,29 +212,28 @@ def transfer_batches(jobs: list[TransferJob], batch_size: int) -> list[TransferB
 
 
 @task(name="transfer", cache_policy=NONE)
-def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult, batch_size: int,
-                   run_id: str, claims: Claims | None = None) -> StageResult:
+def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult | None, batch_size: int,
+                   run_id: str, claims: Claims | None = None, feed: EmbeddingFeed | None = None) -> StageResult:
     """Transfer every missing (embedding x target x seed) whose embedding exists; one row per attempt
     (and, with the plan's `metrics`, a metrics row per video made).
 
-    The one place where a reference's failure fails its transfers: a transfer whose embedding is
-    not available after the invert stage fails with its reference's error.
+    After the invert stage (`inversions`: its result), or beside it (`feed`: streaming; a reference's
+    transfers start once its embedding is stored, on this stage's own pool, loaded at once).
+    The one place where a reference's failure fails its transfers: a transfer whose embedding failed,
+    or was not available when the invert stage ended, fails with its reference's error.
     """
     log = get_run_logger()
     result = StageResult()
     sink = RowSink(out, "transfers", result, run_id, claims)
     sink.add({"transfers": [transfer_row(job, error, 0.0, "plan") for job, error in plan.failed_transfers]})
-    ready = [j for j in plan.transfers_todo if j.embedding_key in inversions.ok_keys]
-    sink.add({"transfers": [
-        transfer_row(j, f"reference {j.reference_id}: its inversion failed: "
-                        f"{inversions.failed_keys.get(j.embedding_key, 'no embedding')}", 0.0, "plan")
-        for j in plan.transfers_todo if j.embedding_key not in inversions.ok_keys
-    ]})
-    progress = StageProgress(log, "transfers", len(ready))
+    progress = StageProgress(log, "transfers", len(plan.transfers_todo))
+    started = time.monotonic()
 
     def on_done(batch: TransferBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
             rows = {"transfers": [transfer_row(j, one_line(rows), 0.0, "lost") for j in batch.jobs]}
+        if progress.done == 0 and feed is not None:
+            log.info("first videos %.1f s after the stages started", time.monotonic() - started)
         sink.add(rows)
         failed = [r for r in rows["transfers"] if r["status"] != "ok"]
         progress.advance(len(batch.jobs), len(failed), lambda: "transfers %d/%d (%s x %d targets) on %s%s" % (
@@ -225,11 +244,33 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
     def elsewhere(batch: TransferBatch) -> None:
         result.elsewhere += len(batch.jobs)
 
-    ready = _recover(ready, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
-                     lambda job: elsewhere(TransferBatch((job,))), log)
-    serve_claimed(pool, transfer_batches(ready, batch_size), claims,
-                  lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
-                  sink.flush)
+    # settled embeddings: key -> None (stored) or its error
+    if feed is None:
+        settled: dict[str, str | None] = {**dict.fromkeys(inversions.ok_keys), **inversions.failed_keys}
+        closed = True
+    else:
+        settled, closed = dict.fromkeys(j.key for j in plan.inversions_cached), False
+        pool.start()
+    pending = list(plan.transfers_todo)
+    while True:
+        ready = [j for j in pending if j.embedding_key in settled and settled[j.embedding_key] is None]
+        lost = [j for j in pending if settled.get(j.embedding_key) is not None or (closed and j.embedding_key not in settled)]
+        pending = [j for j in pending if j.embedding_key not in settled and not closed]
+        if lost:
+            sink.add({"transfers": [transfer_row(j, f"reference {j.reference_id}: its inversion failed: "
+                                                   f"{settled.get(j.embedding_key) or 'no embedding'}", 0.0, "plan")
+                                    for j in lost]})
+            progress.advance(len(lost), len(lost))
+        if ready:
+            ready = _recover(ready, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
+                             lambda job: elsewhere(TransferBatch((job,))), log)
+            serve_claimed(pool, transfer_batches(ready, batch_size), claims,
+                          lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
+                          sink.flush)
+        if closed:
+            break
+        events, closed = feed.take()
+        settled.update(events)
     sink.flush()
     progress.finish()
     return result

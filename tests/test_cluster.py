@@ -40,16 +40,21 @@ def test_two_gpu_nodes_share_the_work(prefect_harness, cluster, media, tmp_path,
     assert {w.worker for w in workers} >= set(emb.worker)
 
 
-def test_each_stage_lands_where_it_asked(prefect_harness, cluster, media, tmp_path, tiny_model_dir):
-    """Pools per stage: inversions ask for the A100 node, transfers for the L4 node, each with a whole GPU."""
+def test_each_stage_lands_where_it_asked_and_transfers_stream(prefect_harness, cluster, media, tmp_path,
+                                                              tiny_model_dir):
+    """Pools per stage: inversions ask for the A100 node, transfers for the L4 node, each with a whole GPU.
+    The stages run at once: the quick inversion's transfers are made while the slow one still runs."""
+    import json
+
     import ray
 
     from flows.bulk import bulk_run
 
-    manifest = write_manifest(tmp_path, {"right": media / "right.mp4", "left": media / "left.mp4"},
-                              {"cat": media / "cat.png", "dog": media / "dog.png"}, model=str(tiny_model_dir))
+    manifest = write_manifest(tmp_path, {"right": media / "right.mp4"}, {"cat": media / "cat.png", "dog": media / "dog.png"},
+                              model=str(tiny_model_dir), inversion=[{"steps": 2, "tokens_per_frame": 2},
+                                                                    {"steps": 250, "tokens_per_frame": 2}])
     out = tmp_path / "out"
-    result = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, gpus_per_worker=1,
+    result = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, gpus_per_worker=1, inversion_batch=1,
                       invert_pool={"resources": {"A100": 1}, "workers": 1},
                       transfer_pool={"resources": {"L4": 1}, "workers": 1})
     assert result.failed == 0 and (result.inversions_computed, result.transfers_computed) == (2, 4)
@@ -62,4 +67,7 @@ def test_each_stage_lands_where_it_asked(prefect_harness, cluster, media, tmp_pa
     assert {node_of[w.split("/")[1].removeprefix("node-")] for w in emb.worker} == {"A100"}
     assert {node_of[w.split("/")[1].removeprefix("node-")] for w in tr.worker} == {"L4"}
     assert len(result.workers) == 2  # one worker per stage, each loaded the model once
-
+    steps = {row.embedding_key: json.loads(row.inversion_config)["steps"] for row in emb.itertuples()}
+    slow_done = emb[emb.embedding_key.map(steps) == 250].created_at.iloc[0]
+    quick_videos = tr[tr.embedding_key.map(steps) == 2]
+    assert len(quick_videos) == 2 and (quick_videos.created_at < slow_done).all()  # streamed, not after a barrier

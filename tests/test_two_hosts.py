@@ -146,7 +146,7 @@ def test_a_lost_host_costs_a_restart_not_a_row(cluster):
     """Host B's raylet SIGKILLed mid-run: its worker dies with it; a node with the same resource joins on
     host A (as an autoscaler would add one), the worker comes back there, and every key ends ok once."""
     manifest = cluster["a"].run([hosts.PYTHON, "-c", (
-        "import sys, yaml; d = yaml.safe_load(open('manifests/demo.yaml')); d['inversion']['steps'] = 60; "
+        "import sys, yaml; d = yaml.safe_load(open('manifests/demo.yaml')); d['inversion']['steps'] = 20; "
         "d['name'] = 'demo-lost-host'; yaml.safe_dump(d, sys.stdout)")], env=cluster["env"], cwd=ROOT, timeout=60)
     assert manifest.returncode == 0, manifest.stderr
     Path(cluster["a"].tmp_root / "lost-host.yaml").write_text(manifest.stdout)
