@@ -212,12 +212,13 @@ class WorkerPool:
         total_gpus = ray.cluster_resources().get("GPU", 0)
         gpus = config.gpus_per_worker
         n = config.workers or (max(1, int(total_gpus // gpus)) if gpus > 0 else 1)
-        # a worker cannot span nodes: no more CPUs than the largest node that can host it has
+        # a worker cannot span nodes: the CPUs of the nodes that can host one, shared among the workers
         hosts = [node.get("Resources", {}) for node in _alive_nodes()
                  if all(node.get("Resources", {}).get(k, 0.0) >= v
                         for k, v in {**config.resources, "GPU": gpus}.items() if v > 0)]
+        host_cpus = sum(r.get("CPU", 0.0) for r in hosts) or total_cpus
         largest = max((r.get("CPU", 1.0) for r in hosts), default=total_cpus)
-        cpus = config.cpus_per_worker or max(1.0, float(min(int(total_cpus // n), int(largest))))
+        cpus = config.cpus_per_worker or max(1.0, float(min(int(host_cpus // n), int(largest))))
         options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
                                    "scheduling_strategy": "SPREAD"}
         if gpus > 0:
