@@ -141,6 +141,13 @@ def store_relpath(table: str, key: str) -> str:
     return f"store/{folder}/{key[:2]}/{key}{suffix}"
 
 
+def store_folder(table: str) -> str:
+    """The store folder (relative to OUT) of a table's artifacts: "store/embeddings" or "store/videos"."""
+    if table not in _STORE:
+        raise ValueError(f"unknown store kind {table!r}; expected a table with artifacts: {', '.join(_STORE)}")
+    return f"store/{_STORE[table][0]}"
+
+
 def store_path(out: str | os.PathLike, table: str, key: str) -> Path | str:
     """OUT / store_relpath(table, key): a Path for a local OUT, a URL (str) for object storage."""
     return located(join(out, store_relpath(table, key)))
@@ -216,13 +223,14 @@ def _part_names(out: str | os.PathLike, table: str) -> list[str]:
 
 
 def _dataset(out: str | os.PathLike, table: str) -> ds.Dataset | None:
-    schema = _schema(table)
-    store = storage(str(out))
     names = _part_names(out, table)
-    if not names:
-        return None
-    # the explicit schema makes older files without a newer column read as nulls instead of failing
-    return ds.dataset([store.path(n) for n in names], format="parquet", schema=schema,
+    return _parts_dataset(storage(str(out)), table, names) if names else None
+
+
+def _parts_dataset(store, table: str, names: list[str]) -> ds.Dataset:
+    """These part files of a table as one dataset; the explicit schema makes older files without a newer
+    column read as nulls instead of failing."""
+    return ds.dataset([store.path(n) for n in names], format="parquet", schema=_schema(table),
                       filesystem=store.fs if store.remote else None)
 
 
@@ -288,8 +296,7 @@ def compact(out: str | os.PathLike, table: str, rows_per_file: int = 1_000_000) 
         snapshot = _part_names(out, table)
         if len(snapshot) <= 1:
             return len(snapshot), len(snapshot), 0
-        data = ds.dataset([store.path(n) for n in snapshot], format="parquet", schema=_schema(table),
-                          filesystem=store.fs if store.remote else None).to_table()
+        data = _parts_dataset(store, table, snapshot).to_table()
         # oldest first (catalog/runs has no created_at: its rows are ordered by when each run started)
         data = data.sort_by([("created_at" if "created_at" in data.schema.names else "started_at", "ascending")])
         for start in range(0, max(1, data.num_rows), rows_per_file):
@@ -339,6 +346,7 @@ __all__ = [
     "SCHEMAS",
     "metric_keys",
     "store_relpath",
+    "store_folder",
     "store_path",
     "append_rows",
     "read_table",

@@ -8,13 +8,14 @@ leftovers of a killed process can be told from files another live process is wri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mtcore.errors import InputError
 
@@ -55,15 +56,24 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], Any], suffi
     exception re-raised.
     """
     path = Path(path)
+    with atomic_path(path, suffix) as tmp:
+        write_fn(tmp)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """The hidden temporary sibling (`temporary_name`) to write `path` to: renamed onto it when the block
+    succeeds, removed when it raises."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path, suffix)
     try:
-        write_fn(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -108,4 +118,4 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
     return removed
 
 
-__all__ = ["atomic_write", "write_text", "remove_stale_temporaries", "process_alive", "temporary_name"]
+__all__ = ["atomic_write", "atomic_path", "write_text", "remove_stale_temporaries", "process_alive", "temporary_name"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 from mtcore import CODE_VERSION
 from mtcore.config import InversionConfig, TransferConfig, config_to_dict
@@ -19,10 +19,15 @@ _CHUNK = 1 << 20  # 1 MiB: reference videos can be large, never read one whole i
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
+        return sha256_stream(f)
+
+
+def sha256_stream(f: BinaryIO) -> str:
+    """Hex sha256 of what an open binary file yields, read in 1 MiB chunks (local files, fsspec files)."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
@@ -88,4 +93,4 @@ def transfer_key(
     )
 
 
-__all__ = ["sha256_file", "embedding_key", "transfer_key"]
+__all__ = ["sha256_file", "sha256_stream", "embedding_key", "transfer_key"]

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mtcore.config import InversionConfig, TransferConfig, parse_config
@@ -91,7 +91,7 @@ class Manifest:
     @property
     def file_name(self) -> str:
         """The manifest's file name ("demo.yaml"), as errors name it."""
-        return str(self.path).replace("\\", "/").rsplit("/", 1)[-1]
+        return PurePosixPath(str(self.path)).name
 
     # The single-model, single-config view (the first of each list).
     @property
@@ -155,8 +155,7 @@ class _Reader:
         for key in doc:
             if key not in _TOP_KEYS:
                 self.add(str(key), "unknown key" + did_you_mean(key, _TOP_KEYS))
-        stem = Path(file).stem if not self.remote else Path(str(file).rsplit("/", 1)[-1]).stem
-        name = self.string("name", doc.get("name", stem))
+        name = self.string("name", doc.get("name", PurePosixPath(str(file)).stem))
         self.allow_outside = doc.get("allow_outside", False)
         if not isinstance(self.allow_outside, bool):
             self.add("allow_outside", f"must be true or false, got {self.allow_outside!r}")
@@ -289,11 +288,11 @@ class _Reader:
             return location if is_url(location) else Path(location)
         path = Path(location)
         if self.allow_outside is not True:
-            if not _inside(path, self.folder):
+            if not inside(str(path), str(self.folder)):
                 self.add(f"{where}.path", f"{value!r} is outside the manifest folder (set allow_outside: true to allow)")
                 return None
             real = Path(os.path.realpath(path))
-            if not _inside(real, Path(os.path.realpath(self.folder))):
+            if not inside(str(real), os.path.realpath(self.folder)):
                 self.add(f"{where}.path", f"{value!r} is a link to {real}, outside the manifest folder "
                                           "(set allow_outside: true to allow)")
                 return None
@@ -387,10 +386,6 @@ class _Reader:
             seen[config] = i
             configs.append(config)
         return tuple(configs)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 __all__ = ["Item", "Manifest", "ManifestError", "load_manifest"]

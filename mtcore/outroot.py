@@ -34,8 +34,7 @@ def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> str:
             store.write_bytes(name, b"ok")
             store.delete(name)
         except Exception as exc:  # missing bucket, no credentials, endpoint down (after the client's retries)
-            text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0]
-            raise InputError(location, f"cannot be written ({text})") from None
+            raise InputError(location, f"cannot be written ({reason(exc)})") from None
         return location
     from mtcore.fileio import _tag, atomic_write
 

@@ -24,7 +24,6 @@ rows, logs or errors. Transient faults (a server restarting, a timeout) are retr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import posixpath
 import shutil
@@ -37,9 +36,6 @@ from typing import Iterator
 
 from mtcore.errors import InputError
 from mtcore.locations import inside, is_url, join, located, normalize, parent, resolve  # noqa: F401  (re-exported)
-
-_CHUNK = 1 << 20
-
 
 def _s3_options() -> dict:
     """s3fs settings: no listings cache (other runs write the same prefixes) and botocore's own retries."""
@@ -82,7 +78,13 @@ def scratch_dir() -> Path:
     return folder
 
 
+def _scratch_file(suffix: str) -> Path:
+    """A new scratch file name (hidden, unique) with `suffix`, in `scratch_dir()`."""
+    return scratch_dir() / f".mt-{uuid.uuid4().hex}{suffix}"
+
+
 def reason(exc: BaseException) -> str:
+    """The first line of an error's own words (its strerror, else its text, else its type)."""
     text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -188,10 +190,12 @@ class Storage:
         picks the container from it)."""
         suffix = posixpath.splitext(rel)[1] if suffix is None else suffix
         if not self.remote:
-            with _atomic_local(Path(self.path(rel)), suffix) as tmp:
+            from mtcore.fileio import atomic_path
+
+            with atomic_path(self.path(rel), suffix) as tmp:
                 yield tmp
             return
-        tmp = scratch_dir() / f".mt-{uuid.uuid4().hex}{suffix}"
+        tmp = _scratch_file(suffix)
         try:
             yield tmp
             self.fs.put_file(str(tmp), self.path(rel))
@@ -199,9 +203,12 @@ class Storage:
             tmp.unlink(missing_ok=True)
 
     def put_file(self, rel: str, local: str | os.PathLike) -> str:
-        """Copy a local file to `rel` (atomically, as `writing`)."""
-        with self.writing(rel) as tmp:
-            shutil.copyfile(local, tmp)
+        """Copy a local file to `rel` (atomically, as `writing`; on object stores uploaded as it is)."""
+        if self.remote:
+            self.fs.put_file(str(local), self.path(rel))
+        else:
+            with self.writing(rel) as tmp:
+                shutil.copyfile(local, tmp)
         return self.uri(rel)
 
     def create_exclusive(self, rel: str, data: bytes) -> str | None:
@@ -267,21 +274,6 @@ class Storage:
             self.fs.rm(files)
 
 
-@contextlib.contextmanager
-def _atomic_local(path: Path, suffix: str) -> Iterator[Path]:
-    """A hidden temporary sibling of `path`, renamed onto it when the block succeeds (fileio's naming)."""
-    from mtcore.fileio import temporary_name
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path, suffix)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @lru_cache(maxsize=64)
 def storage(root: str) -> Storage:
     """The Storage of a root location (one per process and root)."""
@@ -307,26 +299,15 @@ def read_input(location: str | os.PathLike) -> bytes:
         raise input_error(str(location), exc) from None
 
 
-def input_exists(location: str | os.PathLike) -> bool:
-    fs, path = filesystem(str(location))
-    try:
-        return bool(fs.isfile(path))
-    except OSError:
-        return False
-
-
 def sha256_input(location: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (local or URL), streamed in 1 MiB chunks; OSError when unreadable."""
-    if not is_url(location):
-        from mtcore.keys import sha256_file
+    from mtcore.keys import sha256_file, sha256_stream
 
+    if not is_url(location):
         return sha256_file(normalize(location))
     fs, path = filesystem(str(location))
-    h = hashlib.sha256()
     with fs.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_stream(f)
 
 
 @contextlib.contextmanager
@@ -337,8 +318,7 @@ def local_copy(location: str | os.PathLike) -> Iterator[Path]:
         yield Path(normalize(location))
         return
     fs, path = filesystem(str(location))
-    suffix = posixpath.splitext(path)[1]
-    tmp = scratch_dir() / f".mt-{uuid.uuid4().hex}{suffix}"
+    tmp = _scratch_file(posixpath.splitext(path)[1])
     try:
         try:
             fs.get_file(path, str(tmp))
@@ -349,5 +329,5 @@ def local_copy(location: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-__all__ = ["Storage", "Stat", "storage", "filesystem", "scratch_dir", "read_input", "input_exists", "sha256_input",
+__all__ = ["Storage", "Stat", "storage", "filesystem", "scratch_dir", "read_input", "sha256_input",
            "local_copy", "input_error", "is_url", "located", "normalize", "join", "parent", "resolve", "inside"]

@@ -66,7 +66,7 @@ class Claims:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if not self._break_if_stale(path):
+                if not self._break_if_stale(key):
                     return False
                 continue
             with os.fdopen(fd, "w") as f:
@@ -91,7 +91,7 @@ class Claims:
             stat = self.store.stat(rel)
             if stat is None:
                 continue  # released meanwhile: try again
-            info = _loads(self.store, rel)
+            info = _owner(self.store, rel)
             if info is None:
                 continue
             if not self._stale_at(stat.mtime, info):
@@ -108,10 +108,10 @@ class Claims:
         """Who holds `key` now (None when nobody, or when the claim is stale)."""
         if self.store.remote:
             stat = self.store.stat(self.rel(key))
-            info = _loads(self.store, self.rel(key)) if stat else None
+            info = _owner(self.store, self.rel(key)) if stat else None
             return None if info is None or self._stale_at(stat.mtime, info) else info
         path = self.path(key)
-        info = _read(path)
+        info = _owner(self.store, self.rel(key))
         if info is None or self._stale(path, info):
             return None
         return info
@@ -154,8 +154,9 @@ class Claims:
         except FileNotFoundError:
             return True
 
-    def _break_if_stale(self, path: Path) -> bool:
-        info = _read(path)
+    def _break_if_stale(self, key: str) -> bool:
+        path = self.path(key)
+        info = _owner(self.store, self.rel(key))
         if info is not None and not self._stale(path, info):
             return False
         aside = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
@@ -190,23 +191,14 @@ class Claims:
                     pass
 
 
-def _loads(store, rel: str) -> dict | None:
-    """The owner recorded in a claim object (None when gone; {} when damaged: judged by its age)."""
+def _owner(store, rel: str) -> dict | None:
+    """The owner recorded in a claim (None when gone; {} when being written or damaged: judged by its age)."""
     try:
         return json.loads(store.read_bytes(rel))
     except FileNotFoundError:
         return None
-    except ValueError:
-        return {}
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
     except (ValueError, OSError):
-        return {}  # being written, or damaged: judged by its age
+        return {}
 
 
 def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewhere, on_done, on_elsewhere,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from mtcore.catalog import metric_keys, ok_keys, store_relpath
+from mtcore.catalog import metric_keys, ok_keys, store_folder, store_relpath
 from mtcore.config import InversionConfig, TransferConfig
 from mtcore.identity import DEFAULT_MODEL, model_identity
 from mtcore.keys import embedding_key, transfer_key
@@ -197,8 +197,7 @@ def stored(out: str, table: str, keys) -> set[str]:
     """The keys whose artifact is in the store now: a check per key when few, else one listing of the
     table's store folder (object stores: one request per 1,000 artifacts instead of one per key)."""
     rels = {store_relpath(table, k): k for k in keys}
-    folder = store_relpath(table, "0" * 64).split("/")[1]
-    return {rels[r] for r in storage(out).existing(list(rels), prefix=f"store/{folder}")}
+    return {rels[r] for r in storage(out).existing(list(rels), prefix=store_folder(table))}
 
 
 def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -> Plan:

@@ -198,7 +198,7 @@ class WorkerPool:
 
     def __init__(self, session: RaySession, model: str, revision: str | None, out: str, config: PoolConfig,
                  probe: tuple[str, str] | None = None):
-        """`probe`: (name, content) of the driver's probe in OUT (mtcore.storage.write_probe), which every
+        """`probe`: (name, content) of the driver's probe in OUT (mtcore.outroot.write_probe), which every
         worker must see before any model loads."""
         self.session, self.model, self.revision, self.out, self.config = session, model, revision, out, config
         self.probe = probe
@@ -213,9 +213,7 @@ class WorkerPool:
         gpus = config.gpus_per_worker
         n = config.workers or (max(1, int(total_gpus // gpus)) if gpus > 0 else 1)
         # a worker cannot span nodes: the CPUs of the nodes that can host one, shared among the workers
-        hosts = [node.get("Resources", {}) for node in _alive_nodes()
-                 if all(node.get("Resources", {}).get(k, 0.0) >= v
-                        for k, v in {**config.resources, "GPU": gpus}.items() if v > 0)]
+        hosts = _hosts({**config.resources, "GPU": gpus})
         host_cpus = sum(r.get("CPU", 0.0) for r in hosts) or total_cpus
         largest = max((r.get("CPU", 1.0) for r in hosts), default=total_cpus)
         cpus = config.cpus_per_worker or max(1.0, float(min(int(host_cpus // n), int(largest))))
@@ -294,10 +292,15 @@ def _alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
+def _hosts(request: dict[str, float]) -> list[dict[str, float]]:
+    """The resources of each live node that offers every resource of `request` (in total, busy or not)."""
+    offers = [node.get("Resources", {}) for node in _alive_nodes()]
+    return [r for r in offers if all(r.get(k, 0.0) >= v for k, v in request.items() if v > 0)]
+
+
 def _feasible(request: dict[str, float]) -> bool:
     """Whether some live node offers every resource of `request` (in total, busy or not)."""
-    return any(all(node.get("Resources", {}).get(k, 0.0) >= v for k, v in request.items() if v > 0)
-               for node in _alive_nodes())
+    return bool(_hosts(request))
 
 
 def _describe(request: dict[str, float]) -> str:
