@@ -62,14 +62,16 @@ def write_report(out: str | os.PathLike, run_id: str | None = None, page_size: i
     if run_id is not None:
         runs = runs[runs.run_id == run_id]
     failures = _failures(out, df, run_id)
-    stamp = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:12]
+    # every transfer beside the page, when there is more than its first page; its hash names the version
+    columns = json.dumps(_columns(items)).encode() if len(items) > page_size else b""
+    stamp = hashlib.sha256(columns).hexdigest()[:12]
     data = {"first": items[:page_size], "total": len(items), "items_src": f"data/items.js?v={stamp}",
             "references": sorted(df.reference_id.unique().tolist()), "targets": sorted(df.target_id.unique().tolist()),
             "runs": to_records(runs.sort_values("started_at")), "failures": failures[:FAILURES_SHOWN],
             "failures_total": len(failures), "metrics": list(SUMMARY_METRICS), "page_size": page_size,
             "metrics_version": METRICS_VERSION}
-    if len(items) > page_size:
-        store.write_bytes("report/data/items.js", b"mtItems(" + json.dumps(_columns(items)).encode() + b");\n")
+    if columns:
+        store.write_bytes("report/data/items.js", b"mtItems(" + columns + b");\n")
     ok = df[df.status == "ok"]
     plots = "\n".join(_strip_plot(ref, group) for ref, group in ok.groupby("reference_id"))
     summaries = _summary(ok, "reference_id", "reference") + _summary(ok, "target_id", "target")
