@@ -258,8 +258,13 @@ def read_table(out: str | os.PathLike, table: str) -> pd.DataFrame:
 
 def metric_keys(out: str | os.PathLike, version: str) -> set[str]:
     """Transfer keys that have a metrics row of this metrics version."""
+    return set(metric_key_array(out, version).to_pylist())
+
+
+def metric_key_array(out: str | os.PathLike, version: str) -> pa.Array:
+    """`metric_keys` as one Arrow array (a million keys without a Python string each; may repeat keys)."""
     data = _read(out, "metrics", columns=["transfer_key"], filter=ds.field("metrics_version") == version)
-    return set(data.column("transfer_key").to_pylist()) if data is not None else set()
+    return _keys(data, "transfer_key")
 
 
 def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
@@ -267,11 +272,21 @@ def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
 
     A later failed row does not revoke an ok one: the artifact was written before its ok row.
     """
+    return set(ok_key_array(out, table).to_pylist())
+
+
+def ok_key_array(out: str | os.PathLike, table: str) -> pa.Array:
+    """`ok_keys` as one Arrow array (one read of the key and status columns; may repeat keys)."""
     if table not in _KEY_COLUMN:
         raise ValueError(f"ok_keys: table must be embeddings or transfers, got {table!r}")
     column = _KEY_COLUMN[table]
-    data = _read(out, table, columns=[column], filter=ds.field("status") == "ok")
-    return set(data.column(column).to_pylist()) if data is not None else set()
+    return _keys(_read(out, table, columns=[column], filter=ds.field("status") == "ok"), column)
+
+
+def _keys(data: pa.Table | None, column: str) -> pa.Array:
+    if data is None:
+        return pa.array([], pa.string())
+    return data.column(column).combine_chunks()
 
 
 def part_files(out: str | os.PathLike, table: str) -> list[Path | str]:

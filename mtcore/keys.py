@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable, Sequence
 
 from mtcore import CODE_VERSION
 from mtcore.config import InversionConfig, TransferConfig, config_to_dict
@@ -34,7 +34,7 @@ def sha256_stream(f: BinaryIO) -> str:
 def _digest(doc: dict[str, Any]) -> str:
     # sort_keys + fixed separators make the JSON canonical; allow_nan=False refuses NaN/inf,
     # which would hash but have no JSON meaning.
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    text = _canonical(doc)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
@@ -93,4 +93,42 @@ def transfer_key(
     )
 
 
-__all__ = ["sha256_file", "sha256_stream", "embedding_key", "transfer_key"]
+class TransferKeys:
+    """`transfer_key` for many (target, seed) pairs of one transfer config at once: a million keys in about
+    a second instead of a minute.
+
+    The canonical JSON of a transfer key is a prefix that depends on the embedding, then a suffix that
+    depends on the target and seed; each suffix is built once, and each embedding's prefix is hashed
+    once and its hash state copied for every suffix. The keys are byte-identical to `transfer_key`'s.
+    """
+
+    def __init__(self, target_sha256s: Sequence[str], seeds: Sequence[int], transfer_config: TransferConfig,
+                 code_version: str = CODE_VERSION):
+        _require(transfer_config, TransferConfig, "transfer_config")
+        for seed in seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        config = _canonical(config_to_dict(transfer_config))
+        self.seeds = tuple(seeds)
+        # the keys of the document, sorted: code_version, embedding_key, kind, seed, target_sha256, transfer
+        self._head = '{"code_version":' + _canonical(code_version) + ',"embedding_key":'
+        self._suffixes = [[f"{seed},\"target_sha256\":{_canonical(sha)},\"transfer\":{config}}}".encode("ascii")
+                           for seed in self.seeds] for sha in target_sha256s]
+
+    def keys(self, embedding_key: str, targets: Iterable[int]) -> list[str]:
+        """The keys of `embedding_key` x each target index (into `target_sha256s`) x each seed, seeds inner."""
+        state = hashlib.sha256((self._head + _canonical(embedding_key) + ',"kind":"transfer","seed":').encode("ascii"))
+        out = []
+        for t in targets:
+            for suffix in self._suffixes[t]:
+                h = state.copy()
+                h.update(suffix)
+                out.append(h.hexdigest())
+        return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+__all__ = ["sha256_file", "sha256_stream", "embedding_key", "transfer_key", "TransferKeys"]

@@ -17,7 +17,7 @@ from typing import Any
 from mtcore.config import InversionConfig, TransferConfig, parse_config
 from mtcore.errors import InputError, ProblemsError, did_you_mean
 from mtcore.identity import local_candidate, locate_model
-from mtcore.pairs import sample_targets
+from mtcore.pairs import Pairs, sample_targets
 from mtcore.storage import inside, is_url, normalize, parent, read_input, resolve
 from mtcore.yamlio import parse_yaml
 
@@ -72,8 +72,8 @@ class Manifest:
     """Reference videos, in manifest order."""
     targets: tuple[Item, ...]
     """Target images, in manifest order."""
-    pairs: tuple[tuple[str, str], ...]
-    """(reference id, target id) in manifest order; `cross` = every reference x every target;
+    pairs: Pairs
+    """(reference id, target id) in manifest order, held per reference (mtcore.pairs.Pairs); `cross` = every reference x every target;
     `{per_reference: K, seed: S}` = K targets per reference drawn by hash (`sample_targets`)."""
     seeds: tuple[int, ...]
     """One transfer per pair per seed."""
@@ -299,15 +299,16 @@ class _Reader:
         return path
 
     def pairs(self, raw: Any, references: tuple[Item, ...], targets: tuple[Item, ...],
-              ref_ids: set[str], target_ids: set[str]) -> tuple[tuple[str, str], ...]:
+              ref_ids: set[str], target_ids: set[str]) -> Pairs:
+        ids = [r.id for r in references], [t.id for t in targets]
         if raw == "cross":
-            return tuple((r.id, t.id) for r in references for t in targets)
+            return Pairs.cross(*ids)
         if isinstance(raw, dict):
             return self.sampled_pairs(raw, references, targets)
         if not isinstance(raw, list) or not raw:
             self.add("pairs", f"must be 'cross', {{per_reference: K, seed: S}} or a non-empty list of "
                               f"{{reference, target}}, got {raw!r}")
-            return ()
+            return Pairs(*ids, [])
         pairs, seen = [], {}
         for i, entry in enumerate(raw):
             where = f"pairs[{i}]"
@@ -322,7 +323,7 @@ class _Reader:
                 continue
             seen[ref, target] = where
             pairs.append((ref, target))
-        return tuple(pairs)
+        return Pairs.listed(*ids, pairs)
 
     def sampled_pairs(self, raw: dict, references: tuple[Item, ...], targets: tuple[Item, ...]) -> tuple:
         """`{per_reference: K, seed: S}`: K targets per reference (all when there are fewer), drawn by hash."""
@@ -335,7 +336,10 @@ class _Reader:
         if isinstance(seed, bool) or not isinstance(seed, int):
             self.add("pairs.seed", f"must be an integer, got {seed!r}")
             return ()
-        return tuple((r.id, t) for r in references for t in sample_targets(r.id, [t.id for t in targets], k, seed))
+        target_ids = [t.id for t in targets]
+        index = {t: i for i, t in enumerate(target_ids)}
+        return Pairs([r.id for r in references], target_ids,
+                     [tuple(index[t] for t in sample_targets(r.id, target_ids, k, seed)) for r in references])
 
     def pair_id(self, where: str, entry: dict, field: str, known: set[str]) -> str | None:
         if field not in entry:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
+from itertools import islice
 
 
 def sample_targets(reference_id: str, target_ids: list[str], k: int, seed: int) -> list[str]:
@@ -17,4 +19,65 @@ def sample_targets(reference_id: str, target_ids: list[str], k: int, seed: int) 
     return [t for t in target_ids if t in chosen]
 
 
-__all__ = ["sample_targets"]
+class Pairs(Sequence):
+    """The (reference id, target id) pairs of a manifest, held per reference as the indices of its targets
+    instead of a tuple per pair: `cross` over 100 references x 10,000 targets is one shared range, not a
+    million tuples. Iterates in manifest order (per reference for `cross` and sampled pairs; as listed for
+    an explicit list) and compares equal to the tuple of its pairs."""
+
+    def __init__(self, reference_ids: Sequence[str], target_ids: Sequence[str], groups: Sequence[Sequence[int]],
+                 listed: tuple[tuple[str, str], ...] | None = None):
+        self.reference_ids, self.target_ids = tuple(reference_ids), tuple(target_ids)
+        self.groups = tuple(groups)
+        """Per reference (in manifest order), the indices of its targets."""
+        self._listed = listed
+        self._len = sum(map(len, self.groups))
+
+    @classmethod
+    def cross(cls, reference_ids: Sequence[str], target_ids: Sequence[str]) -> "Pairs":
+        every = range(len(target_ids))
+        return cls(reference_ids, target_ids, [every] * len(reference_ids))
+
+    @classmethod
+    def listed(cls, reference_ids: Sequence[str], target_ids: Sequence[str], pairs: Sequence[tuple[str, str]]) -> "Pairs":
+        """An explicit list of pairs (ids known, no duplicates), kept in its own order."""
+        ref_index = {r: i for i, r in enumerate(reference_ids)}
+        target_index = {t: i for i, t in enumerate(target_ids)}
+        groups: list[list[int]] = [[] for _ in reference_ids]
+        for ref, target in pairs:
+            groups[ref_index[ref]].append(target_index[target])
+        return cls(reference_ids, target_ids, [tuple(g) for g in groups], tuple(pairs))
+
+    def by_reference(self) -> Iterator[tuple[int, Sequence[int]]]:
+        """(reference index, indices of its targets) for each reference with at least one target."""
+        return ((i, g) for i, g in enumerate(self.groups) if len(g))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        if self._listed is not None:
+            return iter(self._listed)
+        return ((self.reference_ids[i], self.target_ids[t]) for i, g in enumerate(self.groups) for t in g)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("pair index out of range")
+        return next(islice(iter(self), index, None))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (Pairs, tuple, list)):
+            return len(self) == len(other) and tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like a list: compared by value, not hashable
+
+    def __repr__(self) -> str:
+        return f"Pairs({len(self)} pairs of {len(self.reference_ids)} references x {len(self.target_ids)} targets)"
+
+
+__all__ = ["sample_targets", "Pairs"]

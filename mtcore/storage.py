@@ -31,7 +31,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from mtcore.errors import InputError
@@ -165,6 +165,20 @@ class Storage:
             return []
         base = self._base.rstrip("/") + "/"
         return sorted(p[len(base):] for p in found if p.startswith(base))
+
+    def names(self, folder: str) -> list[str]:
+        """The names of the files directly in `folder` (not below it); one listing (per 1,000 on object stores)."""
+        if not self.remote:
+            try:
+                with os.scandir(self.path(folder)) as entries:
+                    return [e.name for e in entries if e.is_file()]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        try:
+            found = self.fs.ls(self.path(folder), detail=True)
+        except FileNotFoundError:
+            return []
+        return [PurePosixPath(f["name"]).name for f in found if f.get("type") == "file"]
 
     @contextlib.contextmanager
     def reading(self, rel: str) -> Iterator[Path]:

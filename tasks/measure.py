@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from mtcore.catalog import metric_keys, read_table
 from mtcore.config import InversionConfig, TransferConfig, config_from_dict
 from mtcore.evaluation import latest_rows
-from tasks.plan import InversionJob, Plan, PlannedModel, TransferJob, stored
+from tasks.items import InversionJob, PlannedModel, TransferJob
+from tasks.plan import Plan, stored
 
 
 @dataclass

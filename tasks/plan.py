@@ -11,127 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from mtcore.catalog import metric_keys, ok_keys, store_folder, store_relpath
-from mtcore.config import InversionConfig, TransferConfig
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mtcore.catalog import metric_key_array, ok_key_array, store_folder, store_relpath
 from mtcore.identity import DEFAULT_MODEL, model_identity
-from mtcore.keys import embedding_key, transfer_key
+from mtcore.keys import TransferKeys, embedding_key
 from mtcore.manifest import Item, Manifest
 from mtcore.storage import reason, sha256_input, storage
+from tasks.items import InversionJob, PlannedModel, PlannedTarget, TransferJob, Transfers, TransferSet
 
-Rows = dict[str, list[dict]]
-"""What a work item returns: catalog table -> rows."""
-
-
-@dataclass(frozen=True)
-class PlannedModel:
-    """One model of the run."""
-
-    model: str
-    """Folder or hub id to load."""
-    revision: str | None
-    """Hub revision (None for local folders)."""
-    model_id: str
-    """Its identity, as recorded in keys and rows."""
-
-
-@dataclass(frozen=True)
-class InversionJob:
-    """One motion embedding to make (or found cached): a reference video inverted on one model with one config."""
-
-    key: str
-    """Embedding key (mtcore.keys.embedding_key)."""
-    reference_id: str
-    """Id of the reference video in the manifest."""
-    reference_path: str
-    """The reference video: an absolute path or a URL."""
-    reference_sha256: str
-    """sha256 of its bytes ("" when the file could not be read)."""
-    path: str
-    """Store path of the embedding file, relative to OUT."""
-    config: InversionConfig
-    """How it is inverted (as in the manifest: unset frame count and size mean the model's)."""
-    model: PlannedModel
-    """The model it is inverted on."""
-    where: str = ""
-    """The manifest entry and field it comes from ("demo.yaml: references[2].path"), for errors."""
-
-    size = 1  # items of work it counts for in a worker's tally
-
-
-
-@dataclass(frozen=True)
-class InversionBatch:
-    """Inversions that share model and config, optimised together in one UNet call per step."""
-
-    jobs: tuple[InversionJob, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.jobs)
-
-
-
-@dataclass(frozen=True)
-class TransferJob:
-    """One video: a motion embedding applied to a target image with a seed."""
-
-    key: str
-    """Transfer key (mtcore.keys.transfer_key)."""
-    embedding: InversionJob
-    """The inversion whose embedding it applies (reference, model, inversion config)."""
-    target_id: str
-    """Id of the target image in the manifest."""
-    target_path: str
-    """The target image: an absolute path or a URL."""
-    target_sha256: str
-    """sha256 of its bytes ("" when the file could not be read)."""
-    seed: int
-    """Seed of the sampling noise."""
-    video_path: str
-    """Store path of the mp4, relative to OUT."""
-    config: TransferConfig
-    """How it is sampled."""
-    measure: bool = True
-    """Measure the video once made (metrics on, and no metrics row of this version yet)."""
-    where: str = ""
-    """The manifest entry and field of its target ("demo.yaml: targets[0].path"), for errors."""
-
-    @property
-    def embedding_key(self) -> str:
-        return self.embedding.key
-
-    @property
-    def reference_id(self) -> str:
-        return self.embedding.reference_id
-
-
-@dataclass(frozen=True)
-class TransferBatch:
-    """Transfers that share one motion embedding and config, sampled in one UNet call."""
-
-    jobs: tuple[TransferJob, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.jobs)
-
-
-
-@dataclass(frozen=True)
-class MetricsBatch:
-    """Finished transfers whose metrics of the current version are missing."""
-
-    jobs: tuple[TransferJob, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.jobs)
-
+FEW = 32
+"""Up to this many keys, the store is asked about each; beyond, its folders are listed."""
 
 
 @dataclass
 class Plan:
-    """Everything the later stages need; `*_todo` are missing from the store, `*_cached` are done."""
+    """Everything the later stages need; `*_todo` are missing from the store, `*_cached` are done.
+
+    Transfers are columnar (tasks.items.Transfers): sized and iterable like lists of TransferJobs."""
 
     manifest_path: str
     """The manifest file, absolute."""
@@ -145,11 +44,11 @@ class Plan:
     """Embeddings to compute, each key once."""
     inversions_cached: list[InversionJob] = field(default_factory=list)
     """Embeddings with an ok row and their file in the store."""
-    transfers_todo: list[TransferJob] = field(default_factory=list)
+    transfers_todo: Transfers = field(default_factory=Transfers)
     """Videos to compute, each key once (whether their embedding succeeds is decided by the stages)."""
-    transfers_cached: list[TransferJob] = field(default_factory=list)
+    transfers_cached: Transfers = field(default_factory=Transfers)
     """Videos with an ok row and their file in the store."""
-    metrics_todo: list[TransferJob] = field(default_factory=list)
+    metrics_todo: Transfers | list[TransferJob] = field(default_factory=Transfers)
     """Cached videos without a metrics row of the current version (when `metrics`)."""
     failed_inversions: list[tuple[InversionJob, str]] = field(default_factory=list)
     """Inversions whose reference video could not be read, with the error."""
@@ -160,9 +59,11 @@ class Plan:
         """The part of the plan that runs on one model."""
         mine = lambda jobs: [j for j in jobs if _model_of(j) == model]  # noqa: E731
         pairs = lambda items: [(j, e) for j, e in items if _model_of(j) == model]  # noqa: E731
+        sets = lambda transfers: transfers.where(lambda part: part.embedding.model == model)  # noqa: E731
+        metrics_todo = sets(self.metrics_todo) if isinstance(self.metrics_todo, Transfers) else mine(self.metrics_todo)
         return replace(self, models=[model], inversions_todo=mine(self.inversions_todo),
-                       inversions_cached=mine(self.inversions_cached), transfers_todo=mine(self.transfers_todo),
-                       transfers_cached=mine(self.transfers_cached), metrics_todo=mine(self.metrics_todo),
+                       inversions_cached=mine(self.inversions_cached), transfers_todo=sets(self.transfers_todo),
+                       transfers_cached=sets(self.transfers_cached), metrics_todo=metrics_todo,
                        failed_inversions=pairs(self.failed_inversions), failed_transfers=pairs(self.failed_transfers))
 
 
@@ -193,11 +94,45 @@ def _content_or_path(sha: str | Exception, item: Item) -> str:
     return sha if isinstance(sha, str) else f"unreadable:{item.path}"
 
 
+def isin(keys: np.ndarray, values) -> np.ndarray:
+    """Which `keys` (S64 array) are among `values` (an Arrow array, or strings): one hash join in Arrow."""
+    if not len(keys):
+        return np.zeros(0, bool)
+    values = values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
+    if not len(values):
+        return np.zeros(len(keys), bool)
+    found = pc.is_in(pa.array(keys, pa.binary()), value_set=values.cast(pa.binary()))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def stored_mask(out: str, table: str, keys: np.ndarray) -> np.ndarray:
+    """Which `keys` (S64) have their artifact in the store now: a check per key when few, else one listing
+    of each store folder they fall in (keys spread over 256 folders by their first two hex digits; an
+    object store answers a listing with up to 1,000 names, so a million keys cost about 1,000 requests)."""
+    store, folder = storage(out), store_folder(table)
+    if len(keys) <= FEW:
+        return np.array([store.exists(store_relpath(table, k.decode())) for k in keys], bool)
+    suffix = store_relpath(table, "0" * 64).rsplit("0" * 64, 1)[1]
+    names = []
+    for shard in np.unique(keys.astype("S2")):
+        names += [n[: -len(suffix)] for n in store.names(f"{folder}/{shard.decode()}") if n.endswith(suffix)]
+    return isin(keys, names)
+
+
 def stored(out: str, table: str, keys) -> set[str]:
-    """The keys whose artifact is in the store now: a check per key when few, else one listing of the
-    table's store folder (object stores: one request per 1,000 artifacts instead of one per key)."""
-    rels = {store_relpath(table, k): k for k in keys}
-    return {rels[r] for r in storage(out).existing(list(rels), prefix=store_folder(table))}
+    """The subset of `keys` (strings) whose artifact is in the store now (see stored_mask)."""
+    keys = sorted(keys)
+    array = np.array(keys, "S64")
+    return {k for k, here in zip(keys, stored_mask(out, table, array)) if here}
+
+
+def first_occurrence(keys: np.ndarray) -> np.ndarray:
+    """bool mask: true at the first occurrence of each key (identical content under two ids is one key)."""
+    arrow = pa.array(keys, pa.binary())
+    index = pc.index_in(arrow, value_set=pc.unique(arrow)).to_numpy()
+    first = np.zeros(len(keys), bool)
+    first[np.unique(index, return_index=True)[1]] = True
+    return first
 
 
 def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -> Plan:
@@ -205,28 +140,31 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
 
     `metrics_version`: the current mtcore.metrics.METRICS_VERSION (given by the caller, so planning
     does not import the metrics' OpenCV); None skips looking for missing metrics.
+    Transfer keys are made in bulk (mtcore.keys.TransferKeys) and held as columns; the catalogs' ok keys
+    are read once, as Arrow arrays, and the store's folders listed once.
     """
     out = str(out)
     models = [PlannedModel(m.model or str(DEFAULT_MODEL), m.revision, model_identity(m.model or DEFAULT_MODEL, m.revision))
               for m in manifest.models]
     plan = Plan(str(manifest.path), manifest.sha256, models, metrics=manifest.metrics)
     ref_sha, tgt_sha = _hash_items(manifest.references), _hash_items(manifest.targets)
-    targets = {t.id: t for t in manifest.targets}
-    # Cached = an ok row AND the artifact still in the store (a deleted file is simply made again).
-    emb_ok, tr_ok = ok_keys(out, "embeddings"), ok_keys(out, "transfers")
-    measured = metric_keys(out, metrics_version) if manifest.metrics and metrics_version else None
+    targets = tuple(PlannedTarget(t.id, str(t.path), tgt_sha[t.id] if isinstance(tgt_sha[t.id], str) else "",
+                                  f"{manifest.file_name}: targets[{t.index}].path") for t in manifest.targets)
+    contents = [_content_or_path(tgt_sha[t.id], t) for t in manifest.targets]
+    emb_ok = set(ok_key_array(out, "embeddings").to_pylist())
 
     planned: set[str] = set()  # identical content under two ids gives one key: do it once
+    sets: list[TransferSet] = []
     for model in models:
         for inversion in manifest.inversions:
-            jobs: dict[str, InversionJob] = {}
+            jobs: list[InversionJob] = []
             for ref in manifest.references:
                 sha = ref_sha[ref.id]
                 digest = sha if isinstance(sha, str) else ""
                 key = embedding_key(_content_or_path(sha, ref), model.model_id, inversion)
                 job = InversionJob(key, ref.id, str(ref.path), digest, store_relpath("embeddings", key), inversion, model,
                                    f"{manifest.file_name}: references[{ref.index}].path")
-                jobs[ref.id] = job
+                jobs.append(job)
                 if isinstance(sha, Exception):
                     plan.failed_inversions.append((job, f"{job.where}: {sha}"))
                 elif key in emb_ok:
@@ -235,12 +173,23 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
                     plan.inversions_todo.append(job)
                 planned.add(key)
             for transfer in manifest.transfers:
-                _plan_transfers(plan, manifest, jobs, transfer, tgt_sha, targets, out, tr_ok, measured, planned)
-    return _check_store(plan, out)
+                bulk = TransferKeys(contents, manifest.seeds, transfer)
+                for ref_index, target_indices in manifest.pairs.by_reference():
+                    keys = np.array(bulk.keys(jobs[ref_index].key, target_indices), "S64")
+                    n = len(keys)
+                    sets.append(TransferSet(jobs[ref_index], transfer, targets,
+                                            np.repeat(np.asarray(target_indices, np.int32), len(manifest.seeds)),
+                                            np.tile(np.asarray(manifest.seeds, np.int64), len(target_indices)),
+                                            keys, np.zeros(n, bool), np.zeros(n, bool)))
+    _check_inversions(plan, out)
+    measured = metric_key_array(out, metrics_version) if manifest.metrics and metrics_version else None
+    _split_transfers(plan, Transfers(sets), out, np.array([isinstance(tgt_sha[t.id], Exception) for t in manifest.targets]),
+                     tgt_sha, measured)
+    return plan
 
 
-def _check_store(plan: Plan, out: str) -> Plan:
-    """Move jobs with an ok row whose artifact has gone from the store back to the to-do lists."""
+def _check_inversions(plan: Plan, out: str) -> None:
+    """Move inversions with an ok row whose artifact has gone from the store back to the to-do list."""
     here = stored(out, "embeddings", {j.key for j in plan.inversions_cached})
     todo = {j.key for j in plan.inversions_todo}
     for job in plan.inversions_cached:
@@ -248,34 +197,26 @@ def _check_store(plan: Plan, out: str) -> Plan:
             plan.inversions_todo.append(job)
             todo.add(job.key)
     plan.inversions_cached = [j for j in plan.inversions_cached if j.key in here]
-    here = stored(out, "transfers", {j.key for j in plan.transfers_cached})
-    plan.transfers_todo += [j for j in plan.transfers_cached if j.key not in here]
-    plan.transfers_cached = [j for j in plan.transfers_cached if j.key in here]
-    plan.metrics_todo = [j for j in plan.metrics_todo if j.key in here]
-    return plan
 
 
-def _plan_transfers(plan: Plan, manifest: Manifest, embeddings: dict[str, InversionJob], transfer: TransferConfig,
-                    tgt_sha: dict, targets: dict[str, Item], out: str, tr_ok: set[str], measured: set[str] | None,
-                    planned: set[str]) -> None:
-    for ref_id, target_id in manifest.pairs:
-        embedding = embeddings[ref_id]
-        sha = tgt_sha[target_id]
-        digest = sha if isinstance(sha, str) else ""
-        for seed in manifest.seeds:
-            key = transfer_key(embedding.key, _content_or_path(sha, targets[target_id]), transfer, seed)
-            if key in planned:
-                continue
-            planned.add(key)
-            target = targets[target_id]
-            job = TransferJob(key, embedding, target_id, str(target.path), digest, seed, store_relpath("transfers", key),
-                              transfer, measure=measured is not None and key not in measured,
-                              where=f"{manifest.file_name}: targets[{target.index}].path")
-            if key in tr_ok:
-                plan.transfers_cached.append(job)
-                if measured is not None and key not in measured:
-                    plan.metrics_todo.append(job)
-            elif isinstance(sha, Exception):
-                plan.failed_transfers.append((job, f"{job.where}: {sha}"))
-            else:
-                plan.transfers_todo.append(job)
+def _split_transfers(plan: Plan, every: Transfers, out: str, unreadable: np.ndarray, tgt_sha: dict,
+                     measured: pa.Array | None) -> None:
+    """Each planned transfer (each key once) is cached (an ok row and its file in the store), failed (its
+    target unreadable), or to do; a to-do one whose file is in the store without its row is marked
+    `stored`, for the stage to record instead of remaking (a run killed between the two)."""
+    every, _ = every.split(first_occurrence(every.keys()))
+    keys = every.keys()
+    here = stored_mask(out, "transfers", keys)
+    ok = isin(keys, ok_key_array(out, "transfers"))
+    measure = ~isin(keys, measured) if measured is not None else np.zeros(len(keys), bool)
+    at = 0
+    for part in every.parts:
+        part.stored[:] = here[at:at + len(part)]
+        part.measure[:] = measure[at:at + len(part)]
+        at += len(part)
+    bad = np.concatenate([unreadable[p.target] for p in every.parts]) if every.parts else np.zeros(0, bool)
+    plan.transfers_cached, rest = every.split(ok & here)
+    plan.metrics_todo, _ = plan.transfers_cached.split(measure[ok & here])
+    failed, plan.transfers_todo = rest.split(bad[~(ok & here)] & ~ok[~(ok & here)])
+    for job in failed:
+        plan.failed_transfers.append((job, f"{job.where}: {tgt_sha[job.target_id]}"))

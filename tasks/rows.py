@@ -14,7 +14,7 @@ from mtcore.config import config_json
 from mtcore.errors import InputError
 
 if TYPE_CHECKING:  # items are data from the plan; importing it here at run time would be a cycle
-    from tasks.plan import InversionJob, TransferJob
+    from tasks.items import InversionJob, TransferJob
 
 
 def now() -> dt.datetime:

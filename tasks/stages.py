@@ -24,8 +24,8 @@ from mtcore.fileio import remove_stale_temporaries
 from mtcore.manifest import load_manifest
 from mtcore.storage import is_url
 from tasks.claims import Claims, serve_claimed
-from tasks.plan import (InversionBatch, InversionJob, MetricsBatch, Plan, Rows, TransferBatch, TransferJob, plan_run,
-                        stored)
+from tasks.items import InversionBatch, InversionJob, MetricsBatch, Rows, TransferBatch, TransferJob, TransferSet
+from tasks.plan import Plan, plan_run, stored
 from tasks.feed import EmbeddingFeed
 from tasks.pool import WorkerPool
 from tasks.progress import StageProgress
@@ -35,6 +35,7 @@ from tasks.rows import embedding_row, one_line, transfer_row
 FLUSH_ROWS = 50
 FLUSH_SECONDS = 30.0
 METRICS_BATCH = 8  # cached transfers measured per work item
+SERVE_CHUNK = 4096  # transfers made into work items and handed to the pool at a time
 KEY_COLUMNS = {"embeddings": "embedding_key", "transfers": "transfer_key", "metrics": "transfer_key"}
 
 
@@ -176,13 +177,15 @@ def inversion_batches(jobs: list[InversionJob], batch_size: int) -> list[Inversi
 
 
 def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowSink, row_fn, on_elsewhere,
-             log) -> list:
+             log, here: set[str] | None = None) -> list:
     """Jobs whose artifact is already in the store but has no ok row (a run killed between writing the
     file and committing its row) get their row now, marked worker "recovered", instead of being
     computed again; the others are returned. An artifact is complete or absent (atomic writes); a key
     another live run holds is left to that run, and one whose row another run has committed since this
-    run's plan is the stage's `on_elsewhere(job)` (no second row)."""
-    here = stored(out, table, {job.key for job in jobs})
+    run's plan is the stage's `on_elsewhere(job)` (no second row). `here`: the keys whose artifact is in
+    the store, when the plan already listed it (else the store is asked)."""
+    if here is None:
+        here = stored(out, table, {job.key for job in jobs})
     mine = {job.key for job in jobs if job.key in here and (claims is None or claims.claim(job.key))}
     # read after claiming: a run releases a key only once its row is in the catalog
     committed = ok_keys(out, table) if mine else set()
@@ -251,20 +254,23 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
     else:
         settled, closed = dict.fromkeys(j.key for j in plan.inversions_cached), False
         pool.start()
-    pending = list(plan.transfers_todo)
+    pending = list(plan.transfers_todo.parts)  # one TransferSet per embedding and config
     while True:
-        ready = [j for j in pending if j.embedding_key in settled and settled[j.embedding_key] is None]
-        lost = [j for j in pending if settled.get(j.embedding_key) is not None or (closed and j.embedding_key not in settled)]
-        pending = [j for j in pending if j.embedding_key not in settled and not closed]
-        if lost:
-            sink.add({"transfers": [transfer_row(j, f"reference {j.reference_id}: its inversion failed: "
-                                                   f"{settled.get(j.embedding_key) or 'no embedding'}", 0.0, "plan")
-                                    for j in lost]})
-            progress.advance(len(lost), len(lost))
-        if ready:
-            ready = _recover(ready, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
-                             lambda job: elsewhere(TransferBatch((job,))), log)
-            serve_claimed(pool, transfer_batches(ready, batch_size), claims,
+        ready = [p for p in pending if p.embedding.key in settled and settled[p.embedding.key] is None]
+        lost = [p for p in pending if settled.get(p.embedding.key) is not None
+                or (closed and p.embedding.key not in settled)]
+        pending = [p for p in pending if p.embedding.key not in settled and not closed]
+        for part in lost:
+            error = settled.get(part.embedding.key) or "no embedding"
+            sink.add({"transfers": [transfer_row(j, f"reference {j.reference_id}: its inversion failed: {error}", 0.0,
+                                                 "plan") for j in part.jobs()]})
+            progress.advance(len(part), len(part))
+        for chunk in _chunks(ready, SERVE_CHUNK):  # TransferJobs are made a chunk at a time, never all at once
+            jobs = [job for part in chunk for job in part.jobs()]
+            jobs = _recover(jobs, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
+                            lambda job: elsewhere(TransferBatch((job,))), log,
+                            here=set().union(*(part.stored_keys() for part in chunk)))
+            serve_claimed(pool, transfer_batches(jobs, batch_size), claims,
                           lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
                           sink.flush)
         if closed:
@@ -274,6 +280,19 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
     sink.flush()
     progress.finish()
     return result
+
+
+def _chunks(parts: list[TransferSet], size: int):
+    """Consecutive runs of `parts` holding about `size` transfers each (a part is never cut)."""
+    chunk, n = [], 0
+    for part in parts:
+        chunk.append(part)
+        n += len(part)
+        if n >= size:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
 
 
 def metrics_claim(transfer_key: str) -> str:
@@ -288,7 +307,7 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     log = get_run_logger()
     result = StageResult()
     sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
-    jobs = plan.metrics_todo if plan.metrics else []
+    jobs = list(plan.metrics_todo) if plan.metrics else []
     batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
 
     progress = StageProgress(log, "measuring", len(jobs))

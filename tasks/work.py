@@ -29,7 +29,7 @@ from mtcore.models import SVDModel
 from mtcore.sampling import transfer
 from mtcore.storage import local_copy, storage
 from mtcore.videoio import read_frames, read_image, read_video, write_mp4
-from tasks.plan import InversionBatch, InversionJob, MetricsBatch, Rows, TransferBatch, TransferJob
+from tasks.items import InversionBatch, InversionJob, MetricsBatch, Rows, TransferBatch, TransferJob
 from tasks.rows import embedding_row, metrics_row, one_line, transfer_row
 
 log = logging.getLogger(__name__)

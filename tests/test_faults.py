@@ -118,7 +118,7 @@ def test_a_poison_item_fails_alone_after_three_tries(prefect_harness, media, tmp
 
     from mtcore.config import InversionConfig
     from mtcore.catalog import store_relpath
-    from tasks.plan import InversionJob, PlannedModel
+    from tasks.items import InversionJob, PlannedModel
     from tasks.pool import PoolConfig, RaySession, WorkerDied, WorkerPool
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need Poison's code

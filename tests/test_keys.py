@@ -73,3 +73,18 @@ def test_wrong_config_class_or_seed_type_is_refused():
         transfer_key(REF, TGT, InversionConfig(), 0)
     with pytest.raises(TypeError, match="seed"):
         transfer_key(REF, TGT, TransferConfig(), True)
+
+
+def test_transfer_keys_in_bulk_equal_transfer_key_one_by_one():
+    from mtcore.keys import TransferKeys
+
+    shas = [hashlib.sha256(b"a").hexdigest(), "unreadable:/data/tête \"quoted\"\\x.png", "", hashlib.sha256(b"b").hexdigest()]
+    seeds = [0, 7, -3, 2**40]
+    for config in (TransferConfig(), TransferConfig(steps=3, max_guidance_scale=1.5, height=64)):
+        bulk = TransferKeys(shas, seeds, config)
+        for emb in (embedding_key("0" * 64, "local:x", InversionConfig()), "unreadable:é"):
+            got = bulk.keys(emb, [3, 0, 1, 2, 0])
+            want = [transfer_key(emb, shas[t], config, seed) for t in (3, 0, 1, 2, 0) for seed in seeds]
+            assert got == want
+    with pytest.raises(TypeError):
+        TransferKeys(shas, [True], TransferConfig())

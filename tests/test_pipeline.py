@@ -131,9 +131,9 @@ def test_a_new_metrics_version_plans_only_what_it_lacks(two_by_two):
 
     out, _, _, _ = two_by_two
     manifest = load_manifest(next(out.parent.glob("manifest.yaml")))
-    assert plan_run(manifest, out, METRICS_VERSION).metrics_todo == []
+    assert len(plan_run(manifest, out, METRICS_VERSION).metrics_todo) == 0
     later = plan_run(manifest, out, METRICS_VERSION + "-next")
-    assert len(later.metrics_todo) == 4 and later.transfers_todo == []
+    assert len(later.metrics_todo) == 4 and len(later.transfers_todo) == 0
 
 
 def test_two_missing_files_keep_their_own_keys_and_rows(media, tmp_path, tiny_model_dir):
@@ -145,7 +145,7 @@ def test_two_missing_files_keep_their_own_keys_and_rows(media, tmp_path, tiny_mo
     plan = plan_run(load_manifest(manifest), tmp_path / "out")
     failed = {job.reference_id: job.key for job, _ in plan.failed_inversions}
     assert set(failed) == {"gone", "lost"} and len(set(failed.values())) == 2
-    transfers = plan.transfers_todo + [job for job, _ in plan.failed_transfers]
+    transfers = list(plan.transfers_todo) + [job for job, _ in plan.failed_transfers]
     assert len({job.key for job in transfers}) == len(transfers) == 4  # every pair keeps its row
     again = plan_run(load_manifest(manifest), tmp_path / "out")
     assert {job.reference_id: job.key for job, _ in again.failed_inversions} == failed  # stable run to run
