@@ -162,7 +162,9 @@ class TransferSet:
         return len(self.key)
 
     def take(self, mask: np.ndarray) -> "TransferSet":
-        """The rows where `mask` is true."""
+        """The rows where `mask` is true (itself when all are: no copy)."""
+        if mask.all():
+            return self
         return TransferSet(self.embedding, self.config, self.targets, self.target[mask], self.seed[mask],
                            self.key[mask], self.measure[mask], self.stored[mask])
 

@@ -94,29 +94,34 @@ def _content_or_path(sha: str | Exception, item: Item) -> str:
     return sha if isinstance(sha, str) else f"unreadable:{item.path}"
 
 
-def isin(keys: np.ndarray, values) -> np.ndarray:
-    """Which `keys` (S64 array) are among `values` (an Arrow array, or strings): one hash join in Arrow."""
+def isin(keys: np.ndarray | pa.Array, values) -> np.ndarray:
+    """Which `keys` (S64 array, or Arrow binary) are among `values` (an Arrow array, or strings): one hash
+    join in Arrow."""
     if not len(keys):
         return np.zeros(0, bool)
-    values = values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
+    values = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(values), pa.string())
     if not len(values):
         return np.zeros(len(keys), bool)
-    found = pc.is_in(pa.array(keys, pa.binary()), value_set=values.cast(pa.binary()))
+    keys = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.binary())
+    found = pc.is_in(keys, value_set=values.cast(pa.binary()))
     return found.to_numpy(zero_copy_only=False).astype(bool)
 
 
-def stored_mask(out: str, table: str, keys: np.ndarray) -> np.ndarray:
-    """Which `keys` (S64) have their artifact in the store now: a check per key when few, else one listing
-    of each store folder they fall in (keys spread over 256 folders by their first two hex digits; an
-    object store answers a listing with up to 1,000 names, so a million keys cost about 1,000 requests)."""
+def stored_mask(out: str, table: str, keys: np.ndarray | pa.Array) -> np.ndarray:
+    """Which `keys` (S64, or Arrow binary) have their artifact in the store now: a check per key when few,
+    else one listing of each store folder they fall in (keys spread over 256 folders by their first two
+    hex digits; an object store answers a listing with up to 1,000 names, so a million keys cost about
+    1,000 requests, not a million)."""
     store, folder = storage(out), store_folder(table)
+    keys = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.binary())
     if len(keys) <= FEW:
-        return np.array([store.exists(store_relpath(table, k.decode())) for k in keys], bool)
+        return np.array([store.exists(store_relpath(table, k.decode())) for k in keys.to_pylist()], bool)
     suffix = store_relpath(table, "0" * 64).rsplit("0" * 64, 1)[1]
-    names = []
-    for shard in np.unique(keys.astype("S2")):
-        names += [n[: -len(suffix)] for n in store.names(f"{folder}/{shard.decode()}") if n.endswith(suffix)]
-    return isin(keys, names)
+    listed = []  # one Arrow array per folder: never a Python string per artifact of the whole store
+    for shard in pc.unique(pc.binary_slice(keys, 0, 2)).to_pylist():
+        names = pa.array(store.names(f"{folder}/{shard.decode()}"), pa.string())
+        listed.append(pc.utf8_slice_codeunits(names.filter(pc.ends_with(names, suffix)), 0, 64))
+    return isin(keys, pa.chunked_array(listed, pa.string()).combine_chunks())
 
 
 def stored(out: str, table: str, keys) -> set[str]:
@@ -183,8 +188,12 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
                                             keys, np.zeros(n, bool), np.zeros(n, bool)))
     _check_inversions(plan, out)
     measured = metric_key_array(out, metrics_version) if manifest.metrics and metrics_version else None
-    _split_transfers(plan, Transfers(sets), out, np.array([isinstance(tgt_sha[t.id], Exception) for t in manifest.targets]),
-                     tgt_sha, measured)
+    duplicates = (len(set(contents)) < len(contents) or len(set(manifest.seeds)) < len(manifest.seeds)
+                  or len({(s.embedding.key, s.config) for s in sets}) < len(sets))
+    every = Transfers(sets)
+    del sets
+    _split_transfers(plan, every, out, np.array([isinstance(tgt_sha[t.id], Exception) for t in manifest.targets]),
+                     tgt_sha, measured, duplicates)
     return plan
 
 
@@ -200,15 +209,20 @@ def _check_inversions(plan: Plan, out: str) -> None:
 
 
 def _split_transfers(plan: Plan, every: Transfers, out: str, unreadable: np.ndarray, tgt_sha: dict,
-                     measured: pa.Array | None) -> None:
+                     measured: pa.Array | None, duplicates: bool) -> None:
     """Each planned transfer (each key once) is cached (an ok row and its file in the store), failed (its
     target unreadable), or to do; a to-do one whose file is in the store without its row is marked
-    `stored`, for the stage to record instead of remaking (a run killed between the two)."""
-    every, _ = every.split(first_occurrence(every.keys()))
+    `stored`, for the stage to record instead of remaking (a run killed between the two). `duplicates`:
+    whether two sets may share keys (identical content under two ids), so that keys are deduplicated."""
+    if duplicates:
+        every, _ = every.split(first_occurrence(every.keys()))
     keys = every.keys()
-    here = stored_mask(out, "transfers", keys)
-    ok = isin(keys, ok_key_array(out, "transfers"))
-    measure = ~isin(keys, measured) if measured is not None else np.zeros(len(keys), bool)
+    arrow = pa.array(keys, pa.binary())
+    del keys
+    here = stored_mask(out, "transfers", arrow)
+    ok = isin(arrow, ok_key_array(out, "transfers"))
+    measure = ~isin(arrow, measured) if measured is not None else np.zeros(len(arrow), bool)
+    del arrow
     at = 0
     for part in every.parts:
         part.stored[:] = here[at:at + len(part)]
