@@ -29,7 +29,7 @@ def main() -> None:
     import ray
     from prefect import flow, task
 
-    from tasks.pool import dispatch
+    from tasks.dispatch import dispatch
 
     @task
     def trivial(i: int) -> int:

@@ -10,7 +10,9 @@ per video) scaled to 10 ms per GPU-second; 200 references x 50 targets, transfer
   * shared-barrier: one pool of 8 workers inverts everything, then transfers (`mt run` with one pool);
   * split-barrier: 4 inversion + 4 transfer workers, transfers after every inversion has ended;
   * split-streaming: the same pools at once; a reference's transfers are queued as soon as its
-    inversion ends (the loop of tasks.stages.transfer_stage with a feed, on sleeping items).
+    inversion ends (the loop of tasks.stages.transfer_stage with a feed, on sleeping items);
+  * shared-streaming: one pool of 8 serving both stages at once (`mt run` with one pool): a freed
+    worker takes a waiting transfer batch before the next inversion (WorkerPool.share, tasks.dispatch).
 Busy fraction = seconds a worker spent in items / makespan, over all 8 workers.
 
 Run (about 6 minutes here): .venv/bin/python benchmarks/bench_stream.py [--refs 200 --targets 50]
@@ -71,9 +73,11 @@ def run_mode(mode: str, session, model: str, out: str, refs: int, targets: int) 
         with lock:
             records.append({**result, "kind": item.kind})
 
-    if mode == "shared-barrier":
+    if mode.startswith("shared"):
         pools = [WorkerPool(session, model, None, out, PoolConfig(workers=8, gpus_per_worker=1))]
         inverters = transferrers = pools[0]
+        if mode == "shared-streaming":
+            transferrers = inverters.share()
     else:
         inverters = WorkerPool(session, model, None, out, PoolConfig(workers=4, gpus_per_worker=1, resources={"A100": 1}))
         transferrers = WorkerPool(session, model, None, out, PoolConfig(workers=4, gpus_per_worker=1, resources={"L4": 1}))
@@ -81,7 +85,7 @@ def run_mode(mode: str, session, model: str, out: str, refs: int, targets: int) 
     for pool in pools:
         pool.start()
     t0 = time.time()
-    if mode != "split-streaming":
+    if not mode.endswith("streaming"):
         inverters.map(inversions, keep)
         transferrers.map([b for r in range(refs) for b in batches[r]], keep)
     else:
@@ -93,6 +97,7 @@ def run_mode(mode: str, session, model: str, out: str, refs: int, targets: int) 
             finally:
                 feed.close()
 
+        feed.listen(lambda key, error: transferrers.expect())  # as transfer_stage does
         thread = threading.Thread(target=invert)
         thread.start()
         closed = False
@@ -100,6 +105,7 @@ def run_mode(mode: str, session, model: str, out: str, refs: int, targets: int) 
             events, closed = feed.take()
             ready = [b for key, _ in events for b in batches[int(key)]]
             transferrers.map(ready, keep)
+            transferrers.served()
         thread.join()
     makespan = max(r["t1"] for r in records) - t0
     first_video = min(r["t1"] for r in records if r["kind"] == "transfer") - t0
@@ -118,6 +124,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--refs", type=int, default=200)
     ap.add_argument("--targets", type=int, default=50)
+    ap.add_argument("--modes", nargs="+", default=["shared-barrier", "split-barrier", "split-streaming",
+                                                   "shared-streaming"])
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from ray.cluster_utils import Cluster
@@ -136,7 +144,7 @@ def main() -> None:
           f"(an inversion {INVERSION_S * SCALE:.2f} s, a video {VIDEO_S * SCALE:.3f} s)", flush=True)
     try:
         with RaySession(cluster.address) as session:
-            for mode in ("shared-barrier", "split-barrier", "split-streaming"):
+            for mode in args.modes:
                 r = run_mode(mode, session, model, str(folder / "out"), args.refs, args.targets)
                 print(f"{r['mode']:16} makespan {r['makespan_s']:6.1f} s  first video {r['first_video_s']:6.2f} s "
                       f"({r['first_video_inversions']:.1f} inversion times)  busy {r['busy']:.2f} "

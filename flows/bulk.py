@@ -9,6 +9,7 @@ a worker holds one multi-GB model, and the next model's items start when the las
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -71,9 +72,10 @@ def bulk_run(
     Pools per stage: `invert_pool` / `transfer_pool` override, for that stage's workers, fields of the pool
     the other arguments describe (`gpus_per_worker`, `workers`, `cpus_per_worker`, `resources`), so that
     inversions (about 32 GiB on SVD) go to large GPUs and transfers to small ones. Stages whose pools are
-    alike share their workers (the model loads once) and run one after the other; otherwise each stage
-    has its own pool and the two run at once, streaming: a reference's transfers start as soon as its
-    embedding is stored, while other inversions still run (tasks.feed).
+    alike share their workers (the model loads once; a freed worker serves a waiting transfer before the
+    next inversion: tasks.dispatch); otherwise each stage has its own pool. Either way the two stages run
+    at once, streaming: a reference's transfers start as soon as its embedding is stored, while other
+    inversions still run (tasks.feed).
 
     Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
     item is computed twice and each finishes what the others leave.
@@ -94,23 +96,26 @@ def bulk_run(
         with RaySession(ray_address) as session, Claims(out, run_id) as claims:
             for model in plan.models:
                 part = plan.for_model(model)
-                if transferring == inverting:  # one pool: its workers invert, then transfer
-                    with WorkerPool(session, model.model, model.revision, out, inverting, probe) as pool:
-                        inverted = invert_stage(pool, part, out, run_id, claims, inversion_batch or default_batch)
-                        transferred = transfer_stage(pool, part, out, inverted, batch_size, run_id, claims)
-                        measured = measured.merge(metrics_stage(pool, part, out, run_id, claims))
-                        worker_stats += pool.stats()
-                else:  # a pool per stage, streaming: a reference's transfers start once its embedding is stored
-                    with WorkerPool(session, model.model, model.revision, out, inverting, probe) as inverters, \
-                            WorkerPool(session, model.model, model.revision, out, transferring, probe) as transferrers:
-                        feed = EmbeddingFeed()
-                        inverting_run = invert_stage.submit(inverters, part, out, run_id, claims,
-                                                            inversion_batch or default_batch, feed)
-                        transferring_run = transfer_stage.submit(transferrers, part, out, None, batch_size, run_id,
-                                                                 claims, feed)
-                        inverted, transferred = inverting_run.result(), transferring_run.result()
-                        measured = measured.merge(metrics_stage(transferrers, part, out, run_id, claims))
-                        worker_stats += inverters.stats() + transferrers.stats()
+                with contextlib.ExitStack() as pools:
+                    inverters = pools.enter_context(WorkerPool(session, model.model, model.revision, out, inverting, probe))
+                    if transferring == inverting:  # one pool, shared: its workers serve transfers first
+                        transferrers = inverters.share() if part.transfers_todo else inverters
+                    else:  # a pool per stage
+                        transferrers = pools.enter_context(WorkerPool(session, model.model, model.revision, out,
+                                                                      transferring, probe))
+                    # streaming: a reference's transfers start once its embedding is stored
+                    feed = EmbeddingFeed()
+                    # on a shared pool, the worker an inversion frees waits for that reference's transfers
+                    # (registered before the stages start, so that no settled embedding is missed)
+                    waiting = {p.embedding.key for p in part.transfers_todo.parts}
+                    feed.listen(lambda key, error: transferrers.expect() if error is None and key in waiting else None)
+                    inverting_run = invert_stage.submit(inverters, part, out, run_id, claims,
+                                                        inversion_batch or default_batch, feed)
+                    transferring_run = transfer_stage.submit(transferrers, part, out, None, batch_size, run_id,
+                                                             claims, feed)
+                    inverted, transferred = inverting_run.result(), transferring_run.result()
+                    measured = measured.merge(metrics_stage(transferrers, part, out, run_id, claims))
+                    worker_stats += inverters.stats() + (transferrers.stats() if transferring != inverting else [])
                 inversions, transfers = inversions.merge(inverted), transfers.merge(transferred)
     finally:
         remove_probe(out, probe[0])

@@ -4,6 +4,12 @@ Why a claim per key and not one lock per OUT: people share output roots (a night
 team's evaluation folder), and two runs of different manifests into one OUT should both make
 progress; two runs of the same manifest should split the work, not queue behind each other.
 
+What is claimed is a key of a claim: one per inversion, and for transfers and metrics one per key
+range, not per video (tasks.stages.transfer_claim: 16 ranges of each embedding's transfers;
+metrics_claim: 256 ranges), so a run of a million transfers creates a bounded number of claims
+(16 per reference) instead of a million. A run holds a range's claim as long as any of its items
+in that range is in flight; another run skips the range meanwhile and takes it once released.
+
 A claim is a file OUT/claims/<key[:2]>/<key> holding who owns it (host, pid, run id), created only
 if absent: O_CREAT | O_EXCL on a local or shared filesystem (atomic on POSIX and on NFSv3+), a PUT
 with `If-None-Match: *` on object storage (S3 answers 412 to every contender but one). Its owner
@@ -41,7 +47,10 @@ class Claims:
         self.root = Path(self.store.path("claims")) if not self.store.remote else None
         self.run_id, self.ttl = run_id, ttl
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "run_id": run_id}
-        self.held: set[str] = set()
+        self.held: dict[str, int] = {}
+        """Claim key -> how many of this run's items hold it (a claim covers a range of keys)."""
+        self.created = 0
+        """Claims this run has created (a measure of the requests claims cost)."""
         self._tokens: dict[str, str] = {}  # object stores: the ETag of each claim as this run last wrote it
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -57,7 +66,12 @@ class Claims:
         return self.root / key[:2] / key
 
     def claim(self, key: str) -> bool:
-        """Take the claim on `key` (True), or False if another live run holds it."""
+        """Take the claim on `key` (True), or False if another live run holds it. A claim this run holds
+        already is taken once more (each take is given back by one `release`)."""
+        with self._lock:
+            if key in self.held:
+                self.held[key] += 1
+                return True
         if self.store.remote:
             return self._claim_object(key)
         path = self.path(key)
@@ -77,7 +91,8 @@ class Claims:
 
     def _hold(self, key: str, token: str | None = None) -> None:
         with self._lock:
-            self.held.add(key)
+            self.held[key] = 1
+            self.created += 1
             if token is not None:
                 self._tokens[key] = token
 
@@ -117,12 +132,16 @@ class Claims:
         return info
 
     def release(self, keys) -> None:
-        """Give up claims (after their rows are in the catalog)."""
+        """Give up claims (after their rows are in the catalog): one take of each key listed (a key listed
+        twice gives back two); the claim itself goes when its last take is given back."""
         for key in keys:
             with self._lock:
                 if key not in self.held:
                     continue
-                self.held.discard(key)
+                self.held[key] -= 1
+                if self.held[key] > 0:
+                    continue
+                del self.held[key]
                 token = self._tokens.pop(key, None)
             if self.store.remote:
                 if token:  # only if still ours: a claim broken as stale belongs to its new owner
@@ -134,7 +153,11 @@ class Claims:
         """Stop the heartbeat and release every claim still held."""
         self._stop.set()
         self._thread.join(timeout=5)
-        self.release(list(self.held))
+        with self._lock:
+            for key in self.held:
+                self.held[key] = 1
+            keys = list(self.held)
+        self.release(keys)
 
     def __enter__(self) -> "Claims":
         return self
@@ -238,7 +261,7 @@ def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewh
         mine = [item for item in mine if item not in finished]
         pool.map(mine, on_done)
         commit()
-        while any(claims.holder(k) is not None for item in theirs for k in keys_of(item)):
+        while any(claims.holder(k) is not None for k in {k for item in theirs for k in keys_of(item)}):
             time.sleep(poll)
         finished = done_elsewhere(theirs)
         for item in finished:

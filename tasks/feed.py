@@ -14,9 +14,16 @@ class EmbeddingFeed:
         self._cond = threading.Condition()
         self._events: list[tuple[str, str | None]] = []
         self._closed = False
+        self._listeners: list = []
+
+    def listen(self, fn) -> None:
+        """Call `fn(key, error)` at each publish, in the publisher's thread, before any `take` sees it."""
+        self._listeners.append(fn)
 
     def publish(self, key: str, error: str | None = None) -> None:
         """The embedding `key` is stored (error None) or failed for good."""
+        for fn in self._listeners:
+            fn(key, error)
         with self._cond:
             self._events.append((key, error))
             self._cond.notify_all()

@@ -24,10 +24,10 @@ node was lost and nothing else offers its resources), the items left fail with a
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -37,20 +37,12 @@ import ray
 from mtcore.errors import InputError
 from mtcore.outroot import check_probe
 from mtcore.storage import storage
+from tasks.dispatch import (CAPACITY_WAIT, MAX_TASK_RETRIES, Leases, _describe, _feasible, _hosts, _offers,
+                            dispatch)
 from tasks.results import WorkerStats
 
-MAX_TASK_RETRIES = 2
-"""Retries of an item whose worker died while serving it (so 3 tries in all)."""
 MAX_RESTARTS = 16
 """Restarts of one worker in a run before Ray gives it up."""
-CAPACITY_WAIT = float(os.environ.get("MT_CAPACITY_WAIT", "120"))
-"""Seconds to wait for a node that can host a worker (an autoscaler adding one) before failing what is left."""
-
-
-class WorkerDied(RuntimeError):
-    """An item's worker process died on every try (or could not be restarted)."""
-
-
 class LoadLog:
     """Counts model loads per worker across restarts (a restarted worker is a new process, its own
     counters start at zero): each load leaves an empty file OUT/.loads/<pool>/<actor id>.<pid>, written
@@ -123,6 +115,8 @@ class ModelWorker:
         model, revision, device, dtype, threads = self.spec
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
+        importlib.import_module("tasks.work")  # the work's own imports: paid at load, not by the first item
+
         self.load_log.record(self.actor_id)
 
     def info(self) -> dict:
@@ -204,6 +198,9 @@ class WorkerPool:
         self.probe = probe
         self.actors: list = []
         self.load_log = None
+        self.leases: Leases | None = None
+        """The free workers, when two stages serve this pool at once (`share`)."""
+        self._starting = threading.Lock()
 
     def _start(self) -> None:
         self.session.ensure()
@@ -243,17 +240,38 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start the workers now (and load the model) instead of at the first item."""
-        if not self.actors:
-            self._start()
+        with self._starting:
+            if not self.actors:
+                self._start()
+                if self.leases is not None:
+                    self.leases = Leases(self.actors)
 
-    def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
-        """Serve every item on the workers; `on_done(item, rows | error)` as each finishes."""
+    def share(self) -> "WorkerPool":
+        """Let two stages serve this pool at once, one item per worker between them; returns the view
+        whose items go first (tasks.leases)."""
+        self.start()
+        self.leases = Leases(self.actors)
+        return _First(self)
+
+    def expect(self) -> None:
+        """Priority items are on their way: a shared pool holds freed workers for them (Leases.expect)."""
+        if self.leases is not None:
+            self.leases.expect()
+
+    def served(self, final: bool = False) -> None:
+        """The priority items expected have been served (or there were none to serve after all);
+        `final`: no more will come."""
+        if self.leases is not None:
+            self.leases.done(True, final)
+
+    def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None], priority: bool = False) -> None:
+        """Serve every item on the workers; `on_done(item, rows | error)` as each finishes. On a shared
+        pool, `priority` items get freed workers first."""
         items = list(items)
         if not items:
             return
-        if not self.actors:
-            self._start()
-        dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait)
+        self.start()
+        dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait, self.leases, priority)
 
     def stats(self) -> list[WorkerStats]:
         """Per worker: its current process, model loads over its restarts, items served since its last
@@ -288,80 +306,20 @@ class WorkerPool:
         self.close()
 
 
-def _alive_nodes() -> list[dict]:
-    return [n for n in ray.nodes() if n.get("Alive")]
+class _First:
+    """A shared pool whose items go first (WorkerPool.share)."""
 
+    def __init__(self, pool: WorkerPool):
+        self.pool = pool
 
-def _hosts(request: dict[str, float]) -> list[dict[str, float]]:
-    """The resources of each live node that offers every resource of `request` (in total, busy or not)."""
-    offers = [node.get("Resources", {}) for node in _alive_nodes()]
-    return [r for r in offers if all(r.get(k, 0.0) >= v for k, v in request.items() if v > 0)]
+    def start(self) -> None:
+        self.pool.start()
 
+    def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None]) -> None:
+        self.pool.map(items, on_done, priority=True)
 
-def _feasible(request: dict[str, float]) -> bool:
-    """Whether some live node offers every resource of `request` (in total, busy or not)."""
-    return bool(_hosts(request))
+    def expect(self) -> None:
+        self.pool.expect()
 
-
-def _describe(request: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in request.items() if v > 0)
-
-
-def _offers() -> str:
-    return "; ".join(f"{n.get('NodeManagerAddress')}: {_describe(n.get('Resources', {}))}" for n in _alive_nodes()) or "none"
-
-
-def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None],
-             requested: dict[str, float] | None = None, capacity_wait: float | None = None) -> None:
-    """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
-
-    Ray retries an item whose worker died (the worker restarts); when every try died, the item is
-    reported as a WorkerDied error and the restarted worker stays in the rotation. A worker Ray
-    could not restart leaves the rotation; when none is left, the remaining items are reported
-    failed. Other errors keep the actor in rotation. With `requested` (what one worker asks of a
-    node), a cluster where no live node offers it any more for `capacity_wait` seconds (default
-    CAPACITY_WAIT) fails the items left, saying so, instead of waiting forever for a restart.
-    """
-    todo = list(items)
-    idle = list(actors)
-    running: dict[Any, tuple[Any, WorkItem]] = {}
-    wait = CAPACITY_WAIT if capacity_wait is None else capacity_wait
-    infeasible_since: float | None = None
-    while todo or running:
-        while todo and idle:
-            actor, item = idle.pop(), todo.pop(0)
-            running[actor.run.remote(item)] = (actor, item)
-        if not running:  # every actor died
-            for rest in todo:
-                on_done(rest, RuntimeError("every worker died"))
-            return
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0 if requested else None)
-        if not ready:
-            if _feasible(requested):
-                infeasible_since = None
-            elif infeasible_since is None:
-                infeasible_since = time.monotonic()
-            elif time.monotonic() - infeasible_since > wait:
-                error = WorkerDied(f"no capacity left: no live node of the cluster offers what a worker needs "
-                                   f"({_describe(requested)}) after waiting {wait:.0f} s; add such a node and run again")
-                for _, item in running.values():
-                    on_done(item, error)
-                for rest in todo:
-                    on_done(rest, error)
-                for actor in actors:
-                    ray.kill(actor, no_restart=True)
-                return
-            continue
-        actor, item = running.pop(ready[0])
-        try:
-            result = ray.get(ready[0])
-            idle.append(actor)
-        except ray.exceptions.ActorDiedError as exc:  # gone for good: its item fails, the others go on
-            result = WorkerDied(f"its worker died and could not be restarted ({str(exc).splitlines()[0][:160]})")
-        except ray.exceptions.RayActorError:  # died on every try; Ray is restarting the worker
-            result = WorkerDied(f"worker died {MAX_TASK_RETRIES + 1} times on this item")
-            idle.append(actor)
-        except Exception as exc:  # an error the worker did not turn into rows
-            result = exc
-            idle.append(actor)
-        on_done(item, result)
+    def served(self, final: bool = False) -> None:
+        self.pool.served(final)

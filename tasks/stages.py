@@ -50,6 +50,7 @@ class RowSink:
                  claim_key=None):
         self.out, self.table, self.result, self.run_id, self.claims = out, table, result, run_id, claims
         self.claim_key = claim_key or (lambda table, row: row[KEY_COLUMNS[table]] if table == self.table else None)
+        """(table, row) -> the claim its item took (None: no claim)."""
         self.buffer: dict[str, list[dict]] = defaultdict(list)
         self.last = time.monotonic()
 
@@ -81,7 +82,9 @@ class RowSink:
         for table, rows in self.buffer.items():
             append_rows(self.out, table, rows)
             if self.claims is not None:
-                self.claims.release({self.claim_key(table, row) for row in rows} - {None})
+                # one take per row it served ("plan" rows never took one: failed inputs, lost references)
+                self.claims.release([key for row in rows if row.get("worker") != "plan"
+                                     and (key := self.claim_key(table, row)) is not None])
         self.buffer, self.last = defaultdict(list), time.monotonic()
 
 
@@ -177,7 +180,7 @@ def inversion_batches(jobs: list[InversionJob], batch_size: int) -> list[Inversi
 
 
 def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowSink, row_fn, on_elsewhere,
-             log, here: set[str] | None = None) -> list:
+             log, here: set[str] | None = None, claim_of=lambda job: job.key) -> list:
     """Jobs whose artifact is already in the store but has no ok row (a run killed between writing the
     file and committing its row) get their row now, marked worker "recovered", instead of being
     computed again; the others are returned. An artifact is complete or absent (atomic writes); a key
@@ -186,7 +189,7 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
     the store, when the plan already listed it (else the store is asked)."""
     if here is None:
         here = stored(out, table, {job.key for job in jobs})
-    mine = {job.key for job in jobs if job.key in here and (claims is None or claims.claim(job.key))}
+    mine = {job.key for job in jobs if job.key in here and (claims is None or claims.claim(claim_of(job)))}
     # read after claiming: a run releases a key only once its row is in the catalog
     committed = ok_keys(out, table) if mine else set()
     todo, recovered = [], []
@@ -195,7 +198,7 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
             todo.append(job)
         elif job.key in committed:
             if claims is not None:
-                claims.release([job.key])
+                claims.release([claim_of(job)])
             on_elsewhere(job)
         else:
             recovered.append(row_fn(job))
@@ -206,12 +209,30 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
     return todo
 
 
+def transfer_claim(embedding_key: str, transfer_key: str) -> str:
+    """The claim covering a transfer: one of 16 ranges of its embedding's transfers (by the
+    transfer key's first hex digit). A pure function of the transfer (its key fixes its embedding), so
+    two runs of different manifests that share a video contend for the same claim."""
+    return hashlib.sha256(f"transfers:{embedding_key}:{transfer_key[:1]}".encode()).hexdigest()
+
+
 def transfer_batches(jobs: list[TransferJob], batch_size: int) -> list[TransferBatch]:
-    """Group jobs that share an embedding and config (one UNet call) and cut groups into batches."""
+    """Group jobs that share an embedding and config (one UNet call) and cut groups into batches. A group
+    of more than 16 batches is cut within its claim ranges (transfer_claim), so that a batch never waits
+    on two ranges; a smaller one is cut in key order (batches stay full, a batch may span two ranges)."""
     groups: dict[tuple, list[TransferJob]] = defaultdict(list)
-    for job in jobs:
+    for job in sorted(jobs, key=lambda job: job.key[:1]):
         groups[job.embedding_key, job.config].append(job)
-    return [TransferBatch(tuple(g[i : i + batch_size])) for g in groups.values() for i in range(0, len(g), batch_size)]
+    cut = []
+    for group in groups.values():
+        if len(group) > 16 * batch_size:
+            ranges: dict[str, list[TransferJob]] = defaultdict(list)
+            for job in group:
+                ranges[job.key[:1]].append(job)
+            cut += ranges.values()
+        else:
+            cut.append(group)
+    return [TransferBatch(tuple(g[i : i + batch_size])) for g in cut for i in range(0, len(g), batch_size)]
 
 
 @task(name="transfer", cache_policy=NONE)
@@ -223,11 +244,23 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
     After the invert stage (`inversions`: its result), or beside it (`feed`: streaming; a reference's
     transfers start once its embedding is stored, on this stage's own pool, loaded at once).
     The one place where a reference's failure fails its transfers: a transfer whose embedding failed,
-    or was not available when the invert stage ended, fails with its reference's error.
+    or was not available when the invert stage ended, fails with its reference's error. On a shared pool
+    (WorkerPool.share) this stage's items go first; once it ends, nothing is held for it any more.
     """
+    try:
+        return _transfer(pool, plan, out, inversions, batch_size, run_id, claims, feed)
+    finally:
+        if feed is not None:
+            pool.served(final=True)
+
+
+def _transfer(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult | None, batch_size: int, run_id: str,
+              claims: Claims | None, feed: EmbeddingFeed | None) -> StageResult:
     log = get_run_logger()
     result = StageResult()
-    sink = RowSink(out, "transfers", result, run_id, claims)
+    sink = RowSink(out, "transfers", result, run_id, claims,
+                   lambda table, row: transfer_claim(row["embedding_key"], row["transfer_key"]) if table == "transfers"
+                   else None)
     sink.add({"transfers": [transfer_row(job, error, 0.0, "plan") for job, error in plan.failed_transfers]})
     progress = StageProgress(log, "transfers", len(plan.transfers_todo))
     started = time.monotonic()
@@ -253,7 +286,8 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
         closed = True
     else:
         settled, closed = dict.fromkeys(j.key for j in plan.inversions_cached), False
-        pool.start()
+        if plan.transfers_todo:  # load the model now, while inversions run (a cached run starts nothing)
+            pool.start()
     pending = list(plan.transfers_todo.parts)  # one TransferSet per embedding and config
     while True:
         ready = [p for p in pending if p.embedding.key in settled and settled[p.embedding.key] is None]
@@ -269,10 +303,13 @@ def transfer_stage(pool: WorkerPool, plan: Plan, out: str, inversions: StageResu
             jobs = [job for part in chunk for job in part.jobs()]
             jobs = _recover(jobs, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
                             lambda job: elsewhere(TransferBatch((job,))), log,
-                            here=set().union(*(part.stored_keys() for part in chunk)))
+                            here=set().union(*(part.stored_keys() for part in chunk)),
+                            claim_of=lambda job: transfer_claim(job.embedding_key, job.key))
             serve_claimed(pool, transfer_batches(jobs, batch_size), claims,
-                          lambda batch: [j.key for j in batch.jobs], _available(out, "transfers"), on_done, elsewhere,
-                          sink.flush)
+                          lambda batch: [transfer_claim(j.embedding_key, j.key) for j in batch.jobs],
+                          _available(out, "transfers"), on_done, elsewhere, sink.flush)
+        if ready:
+            pool.served()
         if closed:
             break
         events, closed = feed.take()
@@ -296,8 +333,9 @@ def _chunks(parts: list[TransferSet], size: int):
 
 
 def metrics_claim(transfer_key: str) -> str:
-    """The claim key of measuring a transfer with the current metrics version."""
-    return hashlib.sha256(f"metrics:{METRICS_VERSION}:{transfer_key}".encode()).hexdigest()
+    """The claim covering the measuring of a transfer with the current metrics version: one of 256 key
+    ranges (by the transfer key's first two hex digits)."""
+    return hashlib.sha256(f"metrics:{METRICS_VERSION}:{transfer_key[:2]}".encode()).hexdigest()
 
 
 @task(name="measure", cache_policy=NONE)
@@ -307,7 +345,7 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     log = get_run_logger()
     result = StageResult()
     sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
-    jobs = list(plan.metrics_todo) if plan.metrics else []
+    jobs = sorted(plan.metrics_todo, key=lambda job: job.key) if plan.metrics else []  # a batch in one claim range
     batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
 
     progress = StageProgress(log, "measuring", len(jobs))

@@ -71,3 +71,26 @@ def test_each_stage_lands_where_it_asked_and_transfers_stream(prefect_harness, c
     slow_done = emb[emb.embedding_key.map(steps) == 250].created_at.iloc[0]
     quick_videos = tr[tr.embedding_key.map(steps) == 2]
     assert len(quick_videos) == 2 and (quick_videos.created_at < slow_done).all()  # streamed, not after a barrier
+
+
+def test_one_shared_worker_serves_a_references_transfers_before_the_next_inversion(prefect_harness, cluster, media,
+                                                                                   tmp_path, tiny_model_dir):
+    """One pool for both stages, one worker: after the quick inversion, its two videos are made before the
+    slow inversion starts (transfers go first on a shared pool), not after every inversion."""
+    import json
+
+    from flows.bulk import bulk_run
+
+    manifest = write_manifest(tmp_path, {"right": media / "right.mp4"}, {"cat": media / "cat.png", "dog": media / "dog.png"},
+                              model=str(tiny_model_dir), inversion=[{"steps": 2, "tokens_per_frame": 2},
+                                                                    {"steps": 60, "tokens_per_frame": 2}])
+    out = tmp_path / "out"
+    result = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, gpus_per_worker=1, workers=1,
+                      inversion_batch=1, resources={"A100": 1})
+    assert result.failed == 0 and (result.inversions_computed, result.transfers_computed) == (2, 4)
+    assert len(result.workers) == 1 and result.workers[0].model_loads == 1
+    emb, tr = read_table(out, "embeddings"), read_table(out, "transfers")
+    steps = {row.embedding_key: json.loads(row.inversion_config)["steps"] for row in emb.itertuples()}
+    slow_done = emb[emb.embedding_key.map(steps) == 60].created_at.iloc[0]
+    quick_videos = tr[tr.embedding_key.map(steps) == 2]  # one worker: made before the slow inversion, or after it
+    assert len(quick_videos) == 2 and (quick_videos.created_at < slow_done).all()

@@ -119,7 +119,8 @@ def test_a_poison_item_fails_alone_after_three_tries(prefect_harness, media, tmp
     from mtcore.config import InversionConfig
     from mtcore.catalog import store_relpath
     from tasks.items import InversionJob, PlannedModel
-    from tasks.pool import PoolConfig, RaySession, WorkerDied, WorkerPool
+    from tasks.dispatch import WorkerDied
+    from tasks.pool import PoolConfig, RaySession, WorkerPool
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need Poison's code
     model = PlannedModel(str(tiny_model_dir), None, "local:test")
@@ -192,7 +193,8 @@ def test_no_capacity_left_fails_the_rest_clearly(tmp_path, tiny_model_dir):
     import ray.cloudpickle
     from ray.cluster_utils import Cluster
 
-    from tasks.pool import PoolConfig, RaySession, WorkerDied, WorkerPool
+    from tasks.dispatch import WorkerDied
+    from tasks.pool import PoolConfig, RaySession, WorkerPool
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})

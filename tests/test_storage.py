@@ -201,3 +201,24 @@ def test_a_manifest_in_a_bucket_resolves_media_there_and_keeps_allow_outside(buc
     assert [t.path for t in allowed.targets] == ["s3://other/b.png", Path("/etc/c.png")]
     with pytest.raises(ManifestError, match="file not found"):
         load_manifest(f"s3://{bucket}/in/none.yaml")
+
+
+def test_the_store_is_listed_per_folder(root):
+    """Past FEW keys, which artifacts exist is read from listings of the store's folders (on S3 one LIST per
+    1,000 names), in a bucket as on a local root; a missing one is told apart."""
+    import hashlib
+
+    import numpy as np
+
+    from mtcore.catalog import store_relpath
+    from tasks.plan import FEW, stored_mask
+
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(FEW + 9)]
+    store = Storage(root)
+    for key in keys[1:]:
+        store.write_bytes(store_relpath("transfers", key), b"mp4")
+    store.write_bytes(store_relpath("transfers", keys[0]).replace(".mp4", ".txt"), b"not a video")
+    here = stored_mask(root, "transfers", np.array(keys, "S64"))
+    assert not here[0] and here[1:].all()
+    assert f"{keys[1]}.mp4" in store.names(store_relpath("transfers", keys[1]).rsplit("/", 1)[0])
+    assert store.names("store/none") == []

@@ -1,0 +1,189 @@
+"""Serving items on a pool's workers (dispatch), and leases on them: which worker is free for the next
+item, when two stages share one pool.
+
+A worker runs one item at a time (one in flight, so that a dead worker loses one item, and so that a
+GPU holds one item's activations). With one pool serving both stages at once (streaming: a reference's
+transfers start while other inversions still run), two dispatchers send items to the same workers; a
+lease keeps that to one item per worker, and priority decides who gets a freed worker: a dispatcher
+asking with priority (the transfer stage) is served first, so that videos do not queue behind every
+inversion; the other (the invert stage) gets a worker only while no priority item waits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+import ray
+
+MAX_TASK_RETRIES = 2
+"""Retries of an item whose worker died while serving it (so 3 tries in all)."""
+LEASE_POLL = 0.02
+"""Seconds between looks for a freed worker when two dispatchers share a pool."""
+CAPACITY_WAIT = float(os.environ.get("MT_CAPACITY_WAIT", "120"))
+"""Seconds to wait for a node that can host a worker (an autoscaler adding one) before failing what is left."""
+WorkItem = Any
+"""An item a worker serves (tasks.pool.WorkItem)."""
+
+
+class WorkerDied(RuntimeError):
+    """An item's worker process died on every try (or could not be restarted)."""
+
+
+class Leases:
+    """The free workers of one pool, lent to the dispatchers serving it."""
+
+    def __init__(self, actors: list):
+        self._free = list(actors)
+        self._cond = threading.Condition()
+        self.alive = len(actors)
+        """Workers not yet known to be gone for good."""
+        self._waiting = 0  # items of a priority dispatcher waiting for a worker
+        self._expecting = True  # whether priority items may still come
+
+    def acquire(self, priority: bool = False, waiting: int = 1) -> Any | None:
+        """A free worker, or None. `waiting`: how many items the caller has waiting (with priority, no
+        other caller gets a worker while any of them waits)."""
+        with self._cond:
+            if priority:
+                self._waiting = waiting
+            if not self._free or (not priority and self._waiting):
+                return None
+            if priority:
+                self._waiting = waiting - 1
+            return self._free.pop()
+
+    def release(self, actor) -> None:
+        """The worker has finished its item: free for the next."""
+        with self._cond:
+            self._free.append(actor)
+            self._cond.notify_all()
+
+    def retire(self, actor=None) -> None:
+        """The worker is gone for good (None: every worker left)."""
+        with self._cond:
+            self.alive = 0 if actor is None else self.alive - 1
+            self._cond.notify_all()
+
+    def expect(self) -> None:
+        """Priority items are on their way (an embedding their transfers wait for was just stored): hold
+        freed workers for them until the priority dispatcher asks (or says it is done)."""
+        with self._cond:
+            if self._expecting:
+                self._waiting = max(self._waiting, 1)
+
+    def done(self, priority: bool, final: bool = False) -> None:
+        """A dispatcher stops: a priority one has no items waiting any more (`final`: and will have none:
+        from now on `expect` holds nothing, so the other is never kept waiting by a stage that ended)."""
+        with self._cond:
+            if priority:
+                self._waiting = 0
+                self._expecting = self._expecting and not final
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Until a worker is freed or retired, or `timeout` seconds."""
+        with self._cond:
+            self._cond.wait(timeout)
+
+
+def _alive_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _hosts(request: dict[str, float]) -> list[dict[str, float]]:
+    """The resources of each live node that offers every resource of `request` (in total, busy or not)."""
+    offers = [node.get("Resources", {}) for node in _alive_nodes()]
+    return [r for r in offers if all(r.get(k, 0.0) >= v for k, v in request.items() if v > 0)]
+
+
+def _feasible(request: dict[str, float]) -> bool:
+    """Whether some live node offers every resource of `request` (in total, busy or not)."""
+    return bool(_hosts(request))
+
+
+def _describe(request: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in request.items() if v > 0)
+
+
+def _offers() -> str:
+    return "; ".join(f"{n.get('NodeManagerAddress')}: {_describe(n.get('Resources', {}))}" for n in _alive_nodes()) or "none"
+
+
+def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None],
+             requested: dict[str, float] | None = None, capacity_wait: float | None = None,
+             leases: Leases | None = None, priority: bool = False) -> None:
+    """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
+
+    Ray retries an item whose worker died (the worker restarts); when every try died, the item is
+    reported as a WorkerDied error and the restarted worker stays in the rotation. A worker Ray
+    could not restart leaves the rotation; when none is left, the remaining items are reported
+    failed. Other errors keep the actor in rotation. With `requested` (what one worker asks of a
+    node), a cluster where no live node offers it any more for `capacity_wait` seconds (default
+    CAPACITY_WAIT) fails the items left, saying so, instead of waiting forever for a restart.
+    `leases`: the pool's free workers when another dispatcher serves the same pool at once
+    (tasks.leases); `priority`: this one gets freed workers first.
+    """
+    todo = list(items)
+    shared = leases is not None
+    leases = leases if shared else Leases(actors)
+    running: dict[Any, tuple[Any, WorkItem]] = {}
+    wait = CAPACITY_WAIT if capacity_wait is None else capacity_wait
+    infeasible_since: float | None = None
+    checked = time.monotonic()
+    try:
+        while todo or running:
+            while todo and (actor := leases.acquire(priority, len(todo))) is not None:
+                item = todo.pop(0)
+                running[actor.run.remote(item)] = (actor, item)
+            if not running:
+                if leases.alive <= 0:  # every actor died
+                    for rest in todo:
+                        on_done(rest, RuntimeError("every worker died"))
+                    return
+                leases.wait(LEASE_POLL)  # the other dispatcher has every worker: until one is freed
+                continue
+            # a shared pool's free worker may go to this dispatcher: look again every LEASE_POLL seconds
+            timeout = LEASE_POLL if shared and todo else (5.0 if requested else None)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+            if not ready:
+                if not requested or time.monotonic() - checked < 5.0:
+                    continue
+                checked = time.monotonic()
+                if _feasible(requested):
+                    infeasible_since = None
+                elif infeasible_since is None:
+                    infeasible_since = time.monotonic()
+                elif time.monotonic() - infeasible_since > wait:
+                    error = WorkerDied(f"no capacity left: no live node of the cluster offers what a worker needs "
+                                       f"({_describe(requested)}) after waiting {wait:.0f} s; add such a node and run again")
+                    for _, item in running.values():
+                        on_done(item, error)
+                    for rest in todo:
+                        on_done(rest, error)
+                    for actor in actors:
+                        ray.kill(actor, no_restart=True)
+                    leases.retire()
+                    return
+                continue
+            actor, item = running.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+                leases.release(actor)
+            except ray.exceptions.ActorDiedError as exc:  # gone for good: its item fails, the others go on
+                result = WorkerDied(f"its worker died and could not be restarted ({str(exc).splitlines()[0][:160]})")
+                leases.retire(actor)
+            except ray.exceptions.RayActorError:  # died on every try; Ray is restarting the worker
+                result = WorkerDied(f"worker died {MAX_TASK_RETRIES + 1} times on this item")
+                leases.release(actor)
+            except Exception as exc:  # an error the worker did not turn into rows
+                result = exc
+                leases.release(actor)
+            on_done(item, result)
+    finally:
+        leases.done(priority)
+
+
+__all__ = ["Leases", "dispatch", "WorkerDied"]
