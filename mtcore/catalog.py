@@ -267,20 +267,24 @@ def metric_key_array(out: str | os.PathLike, version: str) -> pa.Array:
     return _keys(data, "transfer_key")
 
 
-def ok_keys(out: str | os.PathLike, table: str) -> set[str]:
-    """Cache keys with at least one row of status ok ("embeddings" or "transfers").
+def ok_keys(out: str | os.PathLike, table: str, among=None) -> set[str]:
+    """Cache keys with at least one row of status ok ("embeddings" or "transfers"); `among`: only of these
+    keys (the rest of the catalog is scanned, not held).
 
     A later failed row does not revoke an ok one: the artifact was written before its ok row.
     """
-    return set(ok_key_array(out, table).to_pylist())
+    return set(ok_key_array(out, table, among).to_pylist())
 
 
-def ok_key_array(out: str | os.PathLike, table: str) -> pa.Array:
+def ok_key_array(out: str | os.PathLike, table: str, among=None) -> pa.Array:
     """`ok_keys` as one Arrow array (one read of the key and status columns; may repeat keys)."""
     if table not in _KEY_COLUMN:
         raise ValueError(f"ok_keys: table must be embeddings or transfers, got {table!r}")
     column = _KEY_COLUMN[table]
-    return _keys(_read(out, table, columns=[column], filter=ds.field("status") == "ok"), column)
+    wanted = ds.field("status") == "ok"
+    if among is not None:
+        wanted = wanted & ds.field(column).isin(pa.array(list(among), pa.string()))
+    return _keys(_read(out, table, columns=[column], filter=wanted), column)
 
 
 def _keys(data: pa.Table | None, column: str) -> pa.Array:

@@ -73,8 +73,8 @@ class Manifest:
     targets: tuple[Item, ...]
     """Target images, in manifest order."""
     pairs: Pairs
-    """(reference id, target id) in manifest order, held per reference (mtcore.pairs.Pairs); `cross` = every reference x every target;
-    `{per_reference: K, seed: S}` = K targets per reference drawn by hash (`sample_targets`)."""
+    """(reference id, target id) in manifest order, held per reference (mtcore.pairs.Pairs); `cross` =
+    every reference x every target; `{per_reference: K, seed: S}` = K targets per reference drawn by hash (`sample_targets`)."""
     seeds: tuple[int, ...]
     """One transfer per pair per seed."""
     inversions: tuple[InversionConfig, ...]
@@ -325,7 +325,7 @@ class _Reader:
             pairs.append((ref, target))
         return Pairs.listed(*ids, pairs)
 
-    def sampled_pairs(self, raw: dict, references: tuple[Item, ...], targets: tuple[Item, ...]) -> tuple:
+    def sampled_pairs(self, raw: dict, references: tuple[Item, ...], targets: tuple[Item, ...]) -> Pairs | tuple:
         """`{per_reference: K, seed: S}`: K targets per reference (all when there are fewer), drawn by hash."""
         if not self.entry("pairs", raw, ("per_reference", "seed")):
             return ()

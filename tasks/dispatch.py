@@ -53,7 +53,7 @@ class Leases:
                 return None
             if priority:
                 self._waiting = waiting - 1
-            return self._free.pop()
+            return self._free.pop(0)  # the longest idle: work spreads over every worker
 
     def release(self, actor) -> None:
         """The worker has finished its item: free for the next."""

@@ -110,9 +110,9 @@ def plan_stage(manifest_path: str, out: str) -> Plan:
 def _available(out: str, table: str):
     """done_elsewhere for serve_claimed: the items whose keys have an ok row and a file in the store now."""
     def done(items: list) -> list:
-        ok = ok_keys(out, table)
         keys = lambda item: [j.key for j in item.jobs] if hasattr(item, "jobs") else [item.key]  # noqa: E731
-        here = stored(out, table, {k for i in items for k in keys(i) if k in ok})
+        ok = ok_keys(out, table, among={k for i in items for k in keys(i)})
+        here = stored(out, table, ok)
         return [i for i in items if all(k in here for k in keys(i))]
     return done
 

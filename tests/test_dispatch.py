@@ -8,8 +8,8 @@ from tasks.dispatch import Leases
 
 def test_a_priority_dispatcher_gets_freed_workers_first():
     leases = Leases(["w1", "w2"])
-    assert leases.acquire(False, 5) == "w2"  # nobody else waits: the invert stage takes a worker
-    assert leases.acquire(True, 3) == "w1"  # the transfer stage takes the other, 2 of its items still wait
+    assert leases.acquire(False, 5) == "w1"  # nobody else waits: the invert stage takes a worker
+    assert leases.acquire(True, 3) == "w2"  # the transfer stage takes the other, 2 of its items still wait
     assert leases.acquire(False, 4) is None  # no worker free
     leases.release("w2")
     assert leases.acquire(False, 4) is None, "a freed worker goes to the waiting priority items"
