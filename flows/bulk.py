@@ -25,6 +25,7 @@ from tasks.feed import EmbeddingFeed
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.results import RunSummary, StageResult
 from tasks.stages import invert_stage, metrics_stage, plan_stage, record_run, transfer_stage
+from tasks.upkeep import compact_stage
 
 FLOW_NAME = "bulk-run"
 DEFAULT_INVERSION_BATCH = 4
@@ -119,5 +120,7 @@ def bulk_run(
                 inversions, transfers = inversions.merge(inverted), transfers.merge(transferred)
     finally:
         remove_probe(out, probe[0])
-    return record_run(run_id, plan, inversions, transfers, measured, started, time.perf_counter() - t0, out,
-                      worker_stats)
+    summary = record_run(run_id, plan, inversions, transfers, measured, started, time.perf_counter() - t0, out,
+                         worker_stats)
+    compact_stage(out)
+    return summary

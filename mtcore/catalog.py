@@ -327,6 +327,16 @@ def compact(out: str | os.PathLike, table: str, rows_per_file: int = 1_000_000) 
         return len(snapshot), len(_part_names(out, table)), data.num_rows
 
 
+def compact_fragmented(out: str | os.PathLike, max_parts: int) -> dict[str, tuple[int, int, int]]:
+    """Compact each table with more than `max_parts` part files (what a long run leaves: a part per
+    flush); {table: (files before, files after, rows)} of those compacted."""
+    done = {}
+    for table in SCHEMAS:
+        if len(_part_names(out, table)) > max_parts:
+            done[table] = compact(out, table)
+    return done
+
+
 COMPACT_LOCK_TTL = 3600.0
 """An object-store compaction lock older than this (seconds) belongs to a compaction that died: broken."""
 
@@ -372,4 +382,5 @@ __all__ = [
     "ok_keys",
     "part_files",
     "compact",
+    "compact_fragmented",
 ]

@@ -186,3 +186,15 @@ def test_compacting_the_runs_table_orders_by_start(tmp_path):
                                         "failed": 0}])
     assert compact(tmp_path, "runs") == (2, 1, 2)
     assert read_table(tmp_path, "runs").run_id.tolist() == ["r1", "r5"]
+
+
+def test_a_run_compacts_only_the_tables_it_left_fragmented(tmp_path):
+    from mtcore.catalog import compact_fragmented, part_files
+
+    rows = [transfer_row(f"{i:02x}" + "0" * 62) for i in range(12)]
+    for i in range(0, 12, 2):  # 6 parts
+        append_rows(tmp_path, "transfers", rows[i : i + 2])
+    append_rows(tmp_path, "embeddings", [])  # no table, no parts: nothing to do
+    assert compact_fragmented(tmp_path, max_parts=6) == {}
+    assert compact_fragmented(tmp_path, max_parts=5) == {"transfers": (6, 1, 12)}
+    assert len(part_files(tmp_path, "transfers")) == 1 and ok_keys(tmp_path, "transfers") == {r["transfer_key"] for r in rows}
