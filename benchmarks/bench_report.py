@@ -7,6 +7,9 @@ transfer each (their outputs hard links to 10 real mp4s), with catalog rows and 
 real schemas. Needs Debian's chromium and chromium-driver (as the report test).
 
 Run: .venv/bin/python benchmarks/bench_report.py [--references 40 --targets 50]
+     .venv/bin/python benchmarks/bench_report.py --compare [--repeat 5]
+       (2,000 against 100,000 transfers side by side: both reports written, then each page opened
+       `--repeat` times, alternating, each in a fresh Chromium profile; medians and their ratio)
 """
 
 from __future__ import annotations
@@ -112,11 +115,48 @@ def browse(page: Path, profile: Path) -> dict:
         driver.quit()
 
 
+def compare(repeat: int) -> int:
+    """2,000 against 100,000 transfers, alternating loads; medians and the ratio."""
+    import statistics
+
+    tmp = Path(tempfile.mkdtemp(prefix="mt-bench-report-"))
+    try:
+        pages = {}
+        for refs, targets in ((40, 50), (200, 500)):
+            out, media = tmp / f"out-{refs}", tmp / f"media-{refs}"
+            media.mkdir(parents=True)
+            n = build(out, media, refs, targets)
+            t0 = time.perf_counter()
+            pages[n] = write_report(out)
+            print(f"{n} transfers: mt report {time.perf_counter() - t0:.1f} s, "
+                  f"index.html {pages[n].stat().st_size / 2**20:.3f} MiB", flush=True)
+        seen: dict[int, list[dict]] = {n: [] for n in pages}
+        for i in range(repeat):
+            for n, page in pages.items():
+                seen[n].append(browse(page, tmp / f"profile-{n}-{i}"))
+        median = {n: {k: statistics.median(r[k] for r in runs) for k in ("load_s", "first_page_playing_s", "all_loaded_s")}
+                  for n, runs in seen.items()}
+        for n, m in median.items():
+            runs = ", ".join("%.2f" % r["first_page_playing_s"] for r in seen[n])
+            print(f"{n:>7} transfers, median of {repeat}: load {m['load_s']:.2f} s, first page playing "
+                  f"{m['first_page_playing_s']:.2f} s (runs: {runs}), all loaded {m['all_loaded_s']:.2f} s")
+        small, large = sorted(median)
+        print(f"ratio_first_page_playing={median[large]['first_page_playing_s'] / median[small]['first_page_playing_s']:.2f} "
+              f"({large} against {small} transfers)")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--references", type=int, default=40)
     ap.add_argument("--targets", type=int, default=50)
+    ap.add_argument("--compare", action="store_true", help="2,000 against 100,000 transfers, side by side")
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    if args.compare:
+        return compare(args.repeat)
     tmp = Path(tempfile.mkdtemp(prefix="mt-bench-report-"))
     try:
         out, media = tmp / "out", tmp / "media"

@@ -256,15 +256,17 @@ def read_table(out: str | os.PathLike, table: str) -> pd.DataFrame:
     return (data if data is not None else _schema(table).empty_table()).to_pandas()
 
 
-def metric_keys(out: str | os.PathLike, version: str) -> set[str]:
-    """Transfer keys that have a metrics row of this metrics version."""
-    return set(metric_key_array(out, version).to_pylist())
+def metric_keys(out: str | os.PathLike, version: str, among=None) -> set[str]:
+    """Transfer keys that have a metrics row of this metrics version (`among`: only of these keys)."""
+    return set(metric_key_array(out, version, among).to_pylist())
 
 
-def metric_key_array(out: str | os.PathLike, version: str) -> pa.Array:
+def metric_key_array(out: str | os.PathLike, version: str, among=None) -> pa.Array:
     """`metric_keys` as one Arrow array (a million keys without a Python string each; may repeat keys)."""
-    data = _read(out, "metrics", columns=["transfer_key"], filter=ds.field("metrics_version") == version)
-    return _keys(data, "transfer_key")
+    wanted = ds.field("metrics_version") == version
+    if among is not None:
+        wanted = wanted & ds.field("transfer_key").isin(pa.array(list(among), pa.string()))
+    return _keys(_read(out, "metrics", columns=["transfer_key"], filter=wanted), "transfer_key")
 
 
 def ok_keys(out: str | os.PathLike, table: str, among=None) -> set[str]:

@@ -24,7 +24,8 @@ from mtcore.fileio import remove_stale_temporaries
 from mtcore.manifest import load_manifest
 from mtcore.storage import is_url
 from tasks.claims import Claims, serve_claimed
-from tasks.items import InversionBatch, InversionJob, MetricsBatch, Rows, TransferBatch, TransferJob, TransferSet
+from tasks.items import (InversionBatch, InversionJob, MetricsBatch, Rows, TransferBatch, TransferJob, Transfers,
+                         TransferSet)
 from tasks.plan import Plan, plan_run, stored
 from tasks.feed import EmbeddingFeed
 from tasks.pool import WorkerPool
@@ -345,24 +346,28 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     log = get_run_logger()
     result = StageResult()
     sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
-    jobs = sorted(plan.metrics_todo, key=lambda job: job.key) if plan.metrics else []  # a batch in one claim range
-    batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
-
-    progress = StageProgress(log, "measuring", len(jobs))
+    todo = plan.metrics_todo if plan.metrics else []
+    # MetricsBatches are made a chunk at a time (a new metrics version re-measures every cached video)
+    chunks = ([[j for part in chunk for j in part.jobs()] for chunk in _chunks(todo.parts, SERVE_CHUNK)]
+              if isinstance(todo, Transfers) else [list(todo)])
+    progress = StageProgress(log, "measuring", len(todo))
 
     def on_done(batch: MetricsBatch, rows: Rows | Exception) -> None:
         if isinstance(rows, Exception):
             log.warning("metrics of %d transfers failed: %s", len(batch.jobs), one_line(rows))
             return
         sink.add(rows)
-        progress.advance(len(batch.jobs), 0, lambda: f"measured {result.measured}/{len(jobs)} cached transfers")
+        progress.advance(len(batch.jobs), 0, lambda: f"measured {result.measured}/{len(todo)} cached transfers")
 
     def measured_elsewhere(batches: list[MetricsBatch]) -> list[MetricsBatch]:
-        done = metric_keys(out, METRICS_VERSION)
+        done = metric_keys(out, METRICS_VERSION, among={j.key for b in batches for j in b.jobs})
         return [b for b in batches if all(j.key in done for j in b.jobs)]
 
-    serve_claimed(pool, batches, claims, lambda batch: [metrics_claim(j.key) for j in batch.jobs], measured_elsewhere,
-                  on_done, lambda batch: None, sink.flush)
+    for jobs in chunks:
+        jobs.sort(key=lambda job: job.key)  # a batch in one claim range
+        batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
+        serve_claimed(pool, batches, claims, lambda batch: [metrics_claim(j.key) for j in batch.jobs],
+                      measured_elsewhere, on_done, lambda batch: None, sink.flush)
     sink.flush()
     progress.finish()
     return result

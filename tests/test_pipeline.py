@@ -149,3 +149,18 @@ def test_two_missing_files_keep_their_own_keys_and_rows(media, tmp_path, tiny_mo
     assert len({job.key for job in transfers}) == len(transfers) == 4  # every pair keeps its row
     again = plan_run(load_manifest(manifest), tmp_path / "out")
     assert {job.reference_id: job.key for job, _ in again.failed_inversions} == failed  # stable run to run
+
+
+def test_cached_videos_missing_their_metrics_are_measured_by_the_next_run(two_by_two, tmp_path):
+    import shutil
+
+    from flows.bulk import bulk_run
+
+    out, _, _, _ = two_by_two
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "catalog" / "metrics")  # as if measured by an older metrics version
+    summary = bulk_run(str(next(out.parent.glob("manifest.yaml"))), out=str(copy))
+    assert (summary.transfers_computed, summary.transfers_cached, summary.metrics_computed) == (0, 4, 4)
+    metrics = read_table(copy, "metrics")
+    assert sorted(metrics.transfer_key) == sorted(read_table(copy, "transfers").transfer_key)
