@@ -48,6 +48,16 @@ def stage_config(base: PoolConfig, overrides: dict | None) -> PoolConfig:
     return replace(base, **overrides)
 
 
+def _hint(pool, waiting: set[str]):
+    """A feed listener: the first time an embedding with transfers to do is stored, tell the pool they
+    are coming (a shared pool holds the worker the inversion freed for them)."""
+    def listen(key: str, error: str | None) -> None:
+        if error is None and key in waiting:
+            waiting.discard(key)
+            pool.expect()
+    return listen
+
+
 @flow(name=FLOW_NAME)
 def bulk_run(
     manifest: str,
@@ -100,7 +110,7 @@ def bulk_run(
                 with contextlib.ExitStack() as pools:
                     inverters = pools.enter_context(WorkerPool(session, model.model, model.revision, out, inverting, probe))
                     if transferring == inverting:  # one pool, shared: its workers serve transfers first
-                        transferrers = inverters.share() if part.transfers_todo else inverters
+                        transferrers = inverters.share()
                     else:  # a pool per stage
                         transferrers = pools.enter_context(WorkerPool(session, model.model, model.revision, out,
                                                                       transferring, probe))
@@ -108,8 +118,8 @@ def bulk_run(
                     feed = EmbeddingFeed()
                     # on a shared pool, the worker an inversion frees waits for that reference's transfers
                     # (registered before the stages start, so that no settled embedding is missed)
-                    waiting = {p.embedding.key for p in part.transfers_todo.parts}
-                    feed.listen(lambda key, error: transferrers.expect() if error is None and key in waiting else None)
+                    feed.listen(_hint(transferrers, {p.embedding.key for p in part.transfers_todo.parts}
+                                      - {j.key for j in part.inversions_cached}))
                     inverting_run = invert_stage.submit(inverters, part, out, run_id, claims,
                                                         inversion_batch or default_batch, feed)
                     transferring_run = transfer_stage.submit(transferrers, part, out, None, batch_size, run_id,

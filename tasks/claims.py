@@ -261,7 +261,9 @@ def serve_claimed(pool, items: list, claims: Claims | None, keys_of, done_elsewh
         mine = [item for item in mine if item not in finished]
         pool.map(mine, on_done)
         commit()
-        while any(claims.holder(k) is not None for k in {k for item in theirs for k in keys_of(item)}):
+        # (a range this run holds for an item still in flight elsewhere is not waited on: it is its own)
+        while any(k not in claims.held and claims.holder(k) is not None
+                  for k in {k for item in theirs for k in keys_of(item)}):
             time.sleep(poll)
         finished = done_elsewhere(theirs)
         for item in finished:

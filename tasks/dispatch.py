@@ -22,6 +22,9 @@ MAX_TASK_RETRIES = 2
 """Retries of an item whose worker died while serving it (so 3 tries in all)."""
 LEASE_POLL = 0.02
 """Seconds between looks for a freed worker when two dispatchers share a pool."""
+HINT_SECONDS = 5.0
+"""How long a freed worker is held for priority items announced but not yet asked for (Leases.expect)."""
+_clock = time.monotonic
 CAPACITY_WAIT = float(os.environ.get("MT_CAPACITY_WAIT", "120"))
 """Seconds to wait for a node that can host a worker (an autoscaler adding one) before failing what is left."""
 WorkItem = Any
@@ -41,6 +44,7 @@ class Leases:
         self.alive = len(actors)
         """Workers not yet known to be gone for good."""
         self._waiting = 0  # items of a priority dispatcher waiting for a worker
+        self._hint_until = 0.0  # until then, freed workers are held for priority items on their way
         self._expecting = True  # whether priority items may still come
 
     def acquire(self, priority: bool = False, waiting: int = 1) -> Any | None:
@@ -48,8 +52,10 @@ class Leases:
         other caller gets a worker while any of them waits)."""
         with self._cond:
             if priority:
-                self._waiting = waiting
-            if not self._free or (not priority and self._waiting):
+                self._waiting, self._hint_until = waiting, 0.0
+            elif self._waiting or _clock() < self._hint_until:
+                return None
+            if not self._free:
                 return None
             if priority:
                 self._waiting = waiting - 1
@@ -69,17 +75,18 @@ class Leases:
 
     def expect(self) -> None:
         """Priority items are on their way (an embedding their transfers wait for was just stored): hold
-        freed workers for them until the priority dispatcher asks (or says it is done)."""
+        freed workers for them until the priority dispatcher asks, says it is done, or HINT_SECONDS pass
+        (so that a hint nobody follows up delays the other dispatcher, never stops it)."""
         with self._cond:
             if self._expecting:
-                self._waiting = max(self._waiting, 1)
+                self._hint_until = _clock() + HINT_SECONDS
 
     def done(self, priority: bool, final: bool = False) -> None:
         """A dispatcher stops: a priority one has no items waiting any more (`final`: and will have none:
-        from now on `expect` holds nothing, so the other is never kept waiting by a stage that ended)."""
+        from now on `expect` holds nothing)."""
         with self._cond:
             if priority:
-                self._waiting = 0
+                self._waiting, self._hint_until = 0, 0.0
                 self._expecting = self._expecting and not final
             self._cond.notify_all()
 
@@ -114,7 +121,7 @@ def _offers() -> str:
 
 def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None],
              requested: dict[str, float] | None = None, capacity_wait: float | None = None,
-             leases: Leases | None = None, priority: bool = False) -> None:
+             leases: Leases | None = None, priority: bool = False, shared: bool = False) -> None:
     """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
 
     Ray retries an item whose worker died (the worker restarts); when every try died, the item is
@@ -123,12 +130,11 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
     failed. Other errors keep the actor in rotation. With `requested` (what one worker asks of a
     node), a cluster where no live node offers it any more for `capacity_wait` seconds (default
     CAPACITY_WAIT) fails the items left, saying so, instead of waiting forever for a restart.
-    `leases`: the pool's free workers when another dispatcher serves the same pool at once
-    (tasks.leases); `priority`: this one gets freed workers first.
+    `leases`: the pool's free workers, kept from call to call (a worker gone for good stays gone);
+    `shared`: another dispatcher serves the same pool at once; `priority`: this one gets freed workers first.
     """
     todo = list(items)
-    shared = leases is not None
-    leases = leases if shared else Leases(actors)
+    leases = leases if leases is not None else Leases(actors)
     running: dict[Any, tuple[Any, WorkItem]] = {}
     wait = CAPACITY_WAIT if capacity_wait is None else capacity_wait
     infeasible_since: float | None = None
@@ -183,6 +189,10 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
                 leases.release(actor)
             on_done(item, result)
     finally:
+        # stopped early (an error while committing results): the workers still busy go back to the pool, so
+        # that the other stage of a shared pool fails or finishes instead of waiting for them forever
+        for actor, _ in running.values():
+            leases.release(actor)
         leases.done(priority)
 
 

@@ -199,7 +199,9 @@ class WorkerPool:
         self.actors: list = []
         self.load_log = None
         self.leases: Leases | None = None
-        """The free workers, when two stages serve this pool at once (`share`)."""
+        """The free workers (one item in flight each), kept for the pool's life."""
+        self.shared = False
+        """Whether two stages serve this pool at once (`share`)."""
         self._starting = threading.Lock()
 
     def _start(self) -> None:
@@ -243,25 +245,23 @@ class WorkerPool:
         with self._starting:
             if not self.actors:
                 self._start()
-                if self.leases is not None:
-                    self.leases = Leases(self.actors)
+                self.leases = Leases(self.actors)
 
     def share(self) -> "WorkerPool":
         """Let two stages serve this pool at once, one item per worker between them; returns the view
-        whose items go first (tasks.leases)."""
-        self.start()
-        self.leases = Leases(self.actors)
+        whose items go first (tasks.dispatch.Leases)."""
+        self.shared = True
         return _First(self)
 
     def expect(self) -> None:
         """Priority items are on their way: a shared pool holds freed workers for them (Leases.expect)."""
-        if self.leases is not None:
+        if self.shared and self.leases is not None:
             self.leases.expect()
 
     def served(self, final: bool = False) -> None:
         """The priority items expected have been served (or there were none to serve after all);
         `final`: no more will come."""
-        if self.leases is not None:
+        if self.shared and self.leases is not None:
             self.leases.done(True, final)
 
     def map(self, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None], priority: bool = False) -> None:
@@ -269,9 +269,12 @@ class WorkerPool:
         pool, `priority` items get freed workers first."""
         items = list(items)
         if not items:
+            if priority:
+                self.served()  # nothing to serve after all: hold no worker for it
             return
         self.start()
-        dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait, self.leases, priority)
+        dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait, self.leases, priority,
+                 self.shared)
 
     def stats(self) -> list[WorkerStats]:
         """Per worker: its current process, model loads over its restarts, items served since its last
@@ -297,7 +300,7 @@ class WorkerPool:
                 self.load_log.remove()
             except OSError:  # a side file left in OUT costs nothing; the run's result stands
                 pass
-        self.actors, self.load_log = [], None
+        self.actors, self.load_log, self.leases, self.shared = [], None, None, False
 
     def __enter__(self) -> "WorkerPool":
         return self

@@ -192,7 +192,7 @@ def _recover(jobs: list, table: str, out: str, claims: Claims | None, sink: RowS
         here = stored(out, table, {job.key for job in jobs})
     mine = {job.key for job in jobs if job.key in here and (claims is None or claims.claim(claim_of(job)))}
     # read after claiming: a run releases a key only once its row is in the catalog
-    committed = ok_keys(out, table) if mine else set()
+    committed = ok_keys(out, table, among=mine) if mine else set()
     todo, recovered = [], []
     for job in jobs:
         if job.key not in mine:
@@ -287,7 +287,7 @@ def _transfer(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult | 
         closed = True
     else:
         settled, closed = dict.fromkeys(j.key for j in plan.inversions_cached), False
-        if plan.transfers_todo:  # load the model now, while inversions run (a cached run starts nothing)
+        if plan.transfers_todo and plan.inversions_todo:  # load the model now, while inversions run
             pool.start()
     pending = list(plan.transfers_todo.parts)  # one TransferSet per embedding and config
     while True:
@@ -309,8 +309,7 @@ def _transfer(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult | 
             serve_claimed(pool, transfer_batches(jobs, batch_size), claims,
                           lambda batch: [transfer_claim(j.embedding_key, j.key) for j in batch.jobs],
                           _available(out, "transfers"), on_done, elsewhere, sink.flush)
-        if ready:
-            pool.served()
+        pool.served()  # what was expected is served (or was not this stage's to serve): hold no worker for it
         if closed:
             break
         events, closed = feed.take()
@@ -353,6 +352,9 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     progress = StageProgress(log, "measuring", len(todo))
 
     def on_done(batch: MetricsBatch, rows: Rows | Exception) -> None:
+        measured = set() if isinstance(rows, Exception) else {row["transfer_key"] for row in rows.get("metrics", [])}
+        if claims is not None:  # a video whose measuring failed has no row to give its claim back: give it now
+            claims.release([metrics_claim(j.key) for j in batch.jobs if j.key not in measured])
         if isinstance(rows, Exception):
             log.warning("metrics of %d transfers failed: %s", len(batch.jobs), one_line(rows))
             return

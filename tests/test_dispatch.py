@@ -39,3 +39,15 @@ def test_a_pool_whose_workers_all_died_says_so():
     assert leases.alive == 1
     leases.retire()
     assert leases.alive == 0
+
+
+def test_a_hint_nobody_follows_up_lapses(monkeypatch):
+    import tasks.dispatch as dispatch
+
+    now = [100.0]
+    monkeypatch.setattr(dispatch, "_clock", lambda: now[0])
+    leases = Leases(["w1"])
+    leases.expect()  # transfers announced, but the transfer stage never asks (another run did them, say)
+    assert leases.acquire(False, 1) is None
+    now[0] += dispatch.HINT_SECONDS + 0.1
+    assert leases.acquire(False, 1) == "w1", "held past the hint: the invert stage would wait forever"

@@ -163,7 +163,8 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
     remover = threading.Thread(target=remove_when_working, daemon=True)
     remover.start()
     try:
-        summary = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, workers=2)
+        # one reference per inversion item: both workers invert at once, for seconds, so the node leaves mid-item
+        summary = bulk_run(str(manifest), out=str(out), ray_address=cluster.address, workers=2, inversion_batch=1)
     finally:
         remover.join(timeout=5)
         cluster.shutdown()

@@ -162,5 +162,5 @@ def test_cached_videos_missing_their_metrics_are_measured_by_the_next_run(two_by
     shutil.rmtree(copy / "catalog" / "metrics")  # as if measured by an older metrics version
     summary = bulk_run(str(next(out.parent.glob("manifest.yaml"))), out=str(copy))
     assert (summary.transfers_computed, summary.transfers_cached, summary.metrics_computed) == (0, 4, 4)
-    metrics = read_table(copy, "metrics")
-    assert sorted(metrics.transfer_key) == sorted(read_table(copy, "transfers").transfer_key)
+    metrics = read_table(copy, "metrics")  # (an earlier test of this module re-made one video: 5 rows, 4 keys)
+    assert len(metrics) == 4 and set(metrics.transfer_key) == set(read_table(copy, "transfers").transfer_key)
