@@ -49,11 +49,10 @@ def stage_config(base: PoolConfig, overrides: dict | None) -> PoolConfig:
 
 
 def _hint(pool, waiting: set[str]):
-    """A feed listener: the first time an embedding with transfers to do is stored, tell the pool they
-    are coming (a shared pool holds the worker the inversion freed for them)."""
+    """A feed listener: when an embedding with transfers to do is stored, tell the pool they are coming (a
+    shared pool holds the worker the inversion freed for them)."""
     def listen(key: str, error: str | None) -> None:
         if error is None and key in waiting:
-            waiting.discard(key)
             pool.expect()
     return listen
 

@@ -263,10 +263,7 @@ def metric_keys(out: str | os.PathLike, version: str, among=None) -> set[str]:
 
 def metric_key_array(out: str | os.PathLike, version: str, among=None) -> pa.Array:
     """`metric_keys` as one Arrow array (a million keys without a Python string each; may repeat keys)."""
-    wanted = ds.field("metrics_version") == version
-    if among is not None:
-        wanted = wanted & ds.field("transfer_key").isin(pa.array(list(among), pa.string()))
-    return _keys(_read(out, "metrics", columns=["transfer_key"], filter=wanted), "transfer_key")
+    return _read_keys(out, "metrics", "transfer_key", ds.field("metrics_version") == version, among)
 
 
 def ok_keys(out: str | os.PathLike, table: str, among=None) -> set[str]:
@@ -282,17 +279,15 @@ def ok_key_array(out: str | os.PathLike, table: str, among=None) -> pa.Array:
     """`ok_keys` as one Arrow array (one read of the key and status columns; may repeat keys)."""
     if table not in _KEY_COLUMN:
         raise ValueError(f"ok_keys: table must be embeddings or transfers, got {table!r}")
-    column = _KEY_COLUMN[table]
-    wanted = ds.field("status") == "ok"
+    return _read_keys(out, table, _KEY_COLUMN[table], ds.field("status") == "ok", among)
+
+
+def _read_keys(out: str | os.PathLike, table: str, column: str, wanted: ds.Expression, among) -> pa.Array:
+    """The `column` of the rows `wanted` (and, with `among`, whose key is one of these), as one array."""
     if among is not None:
         wanted = wanted & ds.field(column).isin(pa.array(list(among), pa.string()))
-    return _keys(_read(out, table, columns=[column], filter=wanted), column)
-
-
-def _keys(data: pa.Table | None, column: str) -> pa.Array:
-    if data is None:
-        return pa.array([], pa.string())
-    return data.column(column).combine_chunks()
+    data = _read(out, table, columns=[column], filter=wanted)
+    return data.column(column).combine_chunks() if data is not None else pa.array([], pa.string())
 
 
 def part_files(out: str | os.PathLike, table: str) -> list[Path | str]:

@@ -74,7 +74,8 @@ class Manifest:
     """Target images, in manifest order."""
     pairs: Pairs
     """(reference id, target id) in manifest order, held per reference (mtcore.pairs.Pairs); `cross` =
-    every reference x every target; `{per_reference: K, seed: S}` = K targets per reference drawn by hash (`sample_targets`)."""
+    every reference x every target; `{per_reference: K, seed: S}` = K targets per reference drawn by
+    hash (`sample_targets`)."""
     seeds: tuple[int, ...]
     """One transfer per pair per seed."""
     inversions: tuple[InversionConfig, ...]

@@ -171,6 +171,7 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
                         on_done(rest, error)
                     for actor in actors:
                         ray.kill(actor, no_restart=True)
+                    running.clear()  # killed: not handed back to the pool below
                     leases.retire()
                     return
                 continue

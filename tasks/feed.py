@@ -15,13 +15,18 @@ class EmbeddingFeed:
         self._events: list[tuple[str, str | None]] = []
         self._closed = False
         self._listeners: list = []
+        self._settled: set[str] = set()
 
     def listen(self, fn) -> None:
         """Call `fn(key, error)` at each publish, in the publisher's thread, before any `take` sees it."""
         self._listeners.append(fn)
 
     def publish(self, key: str, error: str | None = None) -> None:
-        """The embedding `key` is stored (error None) or failed for good."""
+        """The embedding `key` is stored (error None) or failed for good. An embedding is settled once: a
+        later publish of the same key (cached, then found again as made by another run) is ignored."""
+        if key in self._settled:
+            return
+        self._settled.add(key)
         for fn in self._listeners:
             fn(key, error)
         with self._cond:

@@ -55,17 +55,22 @@ class InversionJob:
     size = 1  # items of work it counts for in a worker's tally
 
 
+class _Batch:
+    """Jobs a worker serves in one call."""
 
-@dataclass(frozen=True)
-class InversionBatch:
-    """Inversions that share model and config, optimised together in one UNet call per step."""
-
-    jobs: tuple[InversionJob, ...]
+    jobs: tuple
 
     @property
     def size(self) -> int:
+        """Items of work it counts for in a worker's tally."""
         return len(self.jobs)
 
+
+@dataclass(frozen=True)
+class InversionBatch(_Batch):
+    """Inversions that share model and config, optimised together in one UNet call per step."""
+
+    jobs: tuple[InversionJob, ...]
 
 
 @dataclass(frozen=True)
@@ -103,27 +108,17 @@ class TransferJob:
 
 
 @dataclass(frozen=True)
-class TransferBatch:
+class TransferBatch(_Batch):
     """Transfers that share one motion embedding and config, sampled in one UNet call."""
 
     jobs: tuple[TransferJob, ...]
 
-    @property
-    def size(self) -> int:
-        return len(self.jobs)
-
-
 
 @dataclass(frozen=True)
-class MetricsBatch:
+class MetricsBatch(_Batch):
     """Finished transfers whose metrics of the current version are missing."""
 
     jobs: tuple[TransferJob, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.jobs)
-
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def stored_mask(out: str, table: str, keys: np.ndarray | pa.Array) -> np.ndarray
 
 def stored(out: str, table: str, keys) -> set[str]:
     """The subset of `keys` (strings) whose artifact is in the store now (see stored_mask)."""
-    keys = sorted(keys)
+    keys = list(keys)
     array = np.array(keys, "S64")
     return {k for k, here in zip(keys, stored_mask(out, table, array)) if here}
 

@@ -43,6 +43,8 @@ from tasks.results import WorkerStats
 
 MAX_RESTARTS = 16
 """Restarts of one worker in a run before Ray gives it up."""
+
+
 class LoadLog:
     """Counts model loads per worker across restarts (a restarted worker is a new process, its own
     counters start at zero): each load leaves an empty file OUT/.loads/<pool>/<actor id>.<pid>, written
@@ -116,7 +118,6 @@ class ModelWorker:
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
         importlib.import_module("tasks.work")  # the work's own imports: paid at load, not by the first item
-
         self.load_log.record(self.actor_id)
 
     def info(self) -> dict:

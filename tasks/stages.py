@@ -217,6 +217,10 @@ def transfer_claim(embedding_key: str, transfer_key: str) -> str:
     return hashlib.sha256(f"transfers:{embedding_key}:{transfer_key[:1]}".encode()).hexdigest()
 
 
+def _job_claim(job: TransferJob) -> str:
+    return transfer_claim(job.embedding_key, job.key)
+
+
 def transfer_batches(jobs: list[TransferJob], batch_size: int) -> list[TransferBatch]:
     """Group jobs that share an embedding and config (one UNet call) and cut groups into batches. A group
     of more than 16 batches is cut within its claim ranges (transfer_claim), so that a batch never waits
@@ -305,9 +309,8 @@ def _transfer(pool: WorkerPool, plan: Plan, out: str, inversions: StageResult | 
             jobs = _recover(jobs, "transfers", out, claims, sink, lambda job: transfer_row(job, None, 0.0, "recovered"),
                             lambda job: elsewhere(TransferBatch((job,))), log,
                             here=set().union(*(part.stored_keys() for part in chunk)),
-                            claim_of=lambda job: transfer_claim(job.embedding_key, job.key))
-            serve_claimed(pool, transfer_batches(jobs, batch_size), claims,
-                          lambda batch: [transfer_claim(j.embedding_key, j.key) for j in batch.jobs],
+                            claim_of=_job_claim)
+            serve_claimed(pool, transfer_batches(jobs, batch_size), claims, lambda batch: list(map(_job_claim, batch.jobs)),
                           _available(out, "transfers"), on_done, elsewhere, sink.flush)
         pool.served()  # what was expected is served (or was not this stage's to serve): hold no worker for it
         if closed:
@@ -347,7 +350,7 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
     todo = plan.metrics_todo if plan.metrics else []
     # MetricsBatches are made a chunk at a time (a new metrics version re-measures every cached video)
-    chunks = ([[j for part in chunk for j in part.jobs()] for chunk in _chunks(todo.parts, SERVE_CHUNK)]
+    chunks = (([j for part in chunk for j in part.jobs()] for chunk in _chunks(todo.parts, SERVE_CHUNK))
               if isinstance(todo, Transfers) else [list(todo)])
     progress = StageProgress(log, "measuring", len(todo))
 
