@@ -2,7 +2,7 @@
 speed-up of sampling several targets in one batched `transfer` call.
 
 What it measures, for each (px, F) in {64, 128} x {8, 14}:
-  * a tiny random SVD is written with `mtcore.svd.init_tiny_model` (sample_size = px // 8,
+  * a tiny random SVD is written with `mtcore.method.svd.init_tiny_model` (sample_size = px // 8,
     num_frames = F) into a temp folder and loaded back with `load_model(dir, device="cpu",
     dtype="fp32")`, i.e. through the real `from_pretrained` path;
   * seconds per inversion step: `invert` on a synthetic F-frame reference video with
@@ -26,7 +26,7 @@ against 4 calls of 1 image each (seeds 0..3), same steps, measured side by side 
 process, alternating which goes first, best of --repeats. Then the line
 `batched_vs_single_items_per_s_ratio=X` (> 1 means batching helps).
 
-Then, with the built-in model: batched inversion (mtcore.inversion.invert_batch), references per second
+Then, with the built-in model: batched inversion (mtcore.method.inversion.invert_batch), references per second
 for k = 1, 2, 4 and 8 references in one UNet call per step (the built-in model's size, S steps, best of
 --repeats), and the GPU code paths (bf16 autocast, gradient checkpointing, two-pass guidance, channels-
 last, torch.compile unless --no-compile) timed on the tiny model against the plain path, with the
@@ -62,11 +62,11 @@ from PIL import Image  # noqa: E402
 # Run from anywhere: make the repo importable even without the editable install.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcore.config import InversionConfig, TransferConfig  # noqa: E402
-from mtcore.inversion import invert  # noqa: E402
-from mtcore.models import load_count, load_model  # noqa: E402
-from mtcore.svd import init_tiny_model  # noqa: E402
-from mtcore.sampling import transfer  # noqa: E402
+from mtcore.method.config import InversionConfig, TransferConfig  # noqa: E402
+from mtcore.method.inversion import invert  # noqa: E402
+from mtcore.method.models import load_count, load_model  # noqa: E402
+from mtcore.method.svd import init_tiny_model  # noqa: E402
+from mtcore.method.sampling import transfer  # noqa: E402
 
 GRID = [(64, 8), (64, 14), (128, 8), (128, 14)]
 BATCH_K = 4
@@ -174,7 +174,7 @@ def bench_batching(model, emb, px: int, steps: int, repeats: int) -> dict:
     # Warm-up both shapes once (batch-4 tensors and batch-1 tensors), untimed.
     vb = batched()
     vs = single()
-    # Sanity: a batch equals the same targets one at a time (documented in mtcore.sampling).
+    # Sanity: a batch equals the same targets one at a time (documented in mtcore.method.sampling).
     max_diff = max(float((vb[i] - vs[i][0]).abs().max()) for i in range(BATCH_K))
     tb, ts = [], []
     for r in range(repeats):
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench_inversion_batching(steps: int, repeats: int, ks=(1, 2, 4, 8)) -> dict[int, float]:
     """References per second of invert_batch with k references, on the built-in model."""
-    from mtcore.inversion import invert_batch
+    from mtcore.method.inversion import invert_batch
 
     model = load_model(None, device="cpu", dtype="fp32")
     f, (h, w) = model.default_num_frames, model.default_size
@@ -293,7 +293,7 @@ def bench_inversion_batching(steps: int, repeats: int, ks=(1, 2, 4, 8)) -> dict[
 
 def bench_code_paths(steps_inv: int, steps_smp: int, repeats: int, compile_too: bool = True) -> None:
     """The GPU code paths on the tiny model (64 px, 8 frames): time against the plain path, and agreement."""
-    from mtcore.embedding import MotionEmbedding
+    from mtcore.method.embedding import MotionEmbedding
 
     with tempfile.TemporaryDirectory(prefix="mt-bench-paths-") as tmp:
         folder = init_tiny_model(Path(tmp) / "tiny", seed=0, sample_size=8, num_frames=8)

@@ -1,8 +1,8 @@
-"""Checks mtcore.gpuplan's cost model on this CPU with the real SVD UNet (1.52 B parameters, random
+"""Checks mtcore.method.gpuplan's cost model on this CPU with the real SVD UNet (1.52 B parameters, random
 weights, diffusers' default config, float32): measured time and memory of inversion steps (forward +
 backward to the embedding) at small sizes against the model's predictions.
 
-The model counts FLOPs and saved activations on the meta device (mtcore.gpuplan.count_step). Here the
+The model counts FLOPs and saved activations on the meta device (mtcore.method.gpuplan.count_step). Here the
 CPU's sustained FLOP/s is fitted (time = fixed + FLOPs / rate, least squares) on the first sizes only,
 and the others are predicted from their counted FLOPs; memory is predicted from the counted activation
 bytes at 4 bytes a value (no fitting) and compared with the peak RSS increase during the step (run
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcore.gpuplan import count_step, svd_unet  # noqa: E402
+from mtcore.method.gpuplan import count_step, svd_unet  # noqa: E402
 
 FIT = [(2, 64, 64), (4, 64, 64), (2, 128, 64)]
 HELD_OUT = [(2, 128, 128), (6, 64, 64), (4, 128, 64)]

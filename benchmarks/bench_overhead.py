@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +29,9 @@ mode, steps = sys.argv[1], int(sys.argv[2])
 def job():
     import torch, time
     torch.set_num_threads(2)
-    from mtcore.config import InversionConfig
-    from mtcore.inversion import invert
-    from mtcore.models import load_model
+    from mtcore.method.config import InversionConfig
+    from mtcore.method.inversion import invert
+    from mtcore.method.models import load_model
     model = load_model(None, device="cpu", dtype="fp32")
     f, (h, w) = model.default_num_frames, model.default_size
     frames = torch.rand(f, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -65,13 +65,13 @@ def bare(manifest_path: str, out: str, threads: int) -> int:
     t0 = time.perf_counter()
     import torch
 
-    from mtcore.embedding import save_embedding
-    from mtcore.inversion import invert_batch, read_reference
-    from mtcore.keys import sha256_file
-    from mtcore.manifest import load_manifest
-    from mtcore.models import load_model
-    from mtcore.sampling import transfer
-    from mtcore.videoio import read_image, write_mp4
+    from mtcore.method.embedding import save_embedding
+    from mtcore.method.inversion import invert_batch, read_reference
+    from mtcore.io.fileio import sha256_file
+    from mtcore.data.manifest import load_manifest
+    from mtcore.method.models import load_model
+    from mtcore.method.sampling import transfer
+    from mtcore.io.videoio import read_image, write_mp4
 
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out)
@@ -116,7 +116,7 @@ def prepare(tmp: Path, inversion_steps: int, seeds: int) -> tuple[Path, Path, in
     """Copy the demo manifest and media to tmp/inputs; write bench.yaml and warmup.yaml there."""
     import yaml
 
-    from mtcore.manifest import load_manifest
+    from mtcore.data.manifest import load_manifest
 
     demo = load_manifest(DEMO)
     inputs = tmp / "inputs"
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, used in sorted(cpu.items(), key=lambda kv: -kv[1]):
             print(f"    {label:<30} {used:7.1f}")
         if (out_mt / "catalog" / "embeddings").is_dir():
-            from mtcore.catalog import read_table
+            from mtcore.data.catalog import read_table
 
             inv = read_table(out_mt, "embeddings")
             print(f"  inversion seconds in the worker: {', '.join(f'{x:.1f}' for x in inv.seconds)} "

@@ -37,7 +37,10 @@ MEASURE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 from mtcore import METRICS_VERSION
-from mtcore.manifest import load_manifest
+try:
+    from mtcore.data.manifest import load_manifest
+except ImportError:  # --code: a checkout from before mtcore's sub-packages (mtcore/manifest.py)
+    from mtcore.manifest import load_manifest
 from tasks.plan import plan_run
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t1 = time.perf_counter()
@@ -55,8 +58,8 @@ SETUP = r"""
 import datetime as dt, os, sys
 import pyarrow as pa, pyarrow.parquet as pq
 from mtcore import METRICS_VERSION
-from mtcore.catalog import SCHEMAS, store_relpath
-from mtcore.manifest import load_manifest
+from mtcore.data.catalog import SCHEMAS, store_relpath
+from mtcore.data.manifest import load_manifest
 from tasks.plan import plan_run
 out = sys.argv[2]
 plan = plan_run(load_manifest(sys.argv[1]), out, METRICS_VERSION)

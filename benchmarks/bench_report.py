@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mtcore import METRICS_VERSION  # noqa: E402
-from mtcore.catalog import append_rows, store_path, store_relpath  # noqa: E402
-from mtcore.report import write_report  # noqa: E402
-from mtcore.videoio import write_mp4  # noqa: E402
+from mtcore.data.catalog import append_rows, store_path, store_relpath  # noqa: E402
+from mtcore.eval.report import write_report  # noqa: E402
+from mtcore.io.videoio import write_mp4  # noqa: E402
 from tests.conftest import moving_square_frames  # noqa: E402
 
 

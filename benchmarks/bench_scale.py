@@ -2,7 +2,7 @@
 it (one Parquet part per flush of 50 rows: 20,000 files), then compacted with `mt compact`.
 
 Printed, side by side in one run: bytes on disk, the time for a plan to read the ok keys
-(mtcore.catalog.ok_keys, what `mt run` does first), and a DuckDB query over the table
+(mtcore.data.catalog.ok_keys, what `mt run` does first), and a DuckDB query over the table
 (count of ok transfers per reference), before and after compaction, and the compaction's own time.
 With --delta (needs `pip install deltalake`), the same rows are also written as a Delta Lake table
 through the same 20,000 appends and compacted with its OPTIMIZE, for comparison.
@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtcore.catalog import TRANSFERS, compact, ok_keys, part_files  # noqa: E402
+from mtcore.data.catalog import TRANSFERS, compact, ok_keys, part_files  # noqa: E402
 
 
 def synthetic_rows(start: int, n: int, rng: np.random.Generator) -> pa.Table:

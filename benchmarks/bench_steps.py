@@ -1,14 +1,14 @@
 """Fewer inversion steps for the same motion: quality against steps, learning rate, warm-up and tokens
 per frame N, with the built-in toy model on held-out pairs of every family it knows.
 
-One inversion run per setting (all pairs inverted together: mtcore.inversion.invert_batch) observed at
+One inversion run per setting (all pairs inverted together: mtcore.method.inversion.invert_batch) observed at
 50, 100, 150, 200, 300 and 600 steps (the learning rate is constant after its warm-up, so the embedding at
 step s of a longer run is the embedding of an s-step run); each snapshot is transferred to its pair's
 target and scored with the true-motion cosine (mtcore.toy.evaluate.true_motion) and motion fidelity.
 Prints one row per (setting, steps), writes the table and a plot of quality against steps.
 
 Run: .venv/bin/python benchmarks/bench_steps.py [--pairs 12] [--png docs/steps.png]
-     (all 6 settings to 600 steps: about an hour here; the README's figure is
+     (all 6 settings to 600 steps: about an hour here; the figure in docs/performance.md is
      --pairs 8 --max-steps 300 --settings 0,2,3,5, 12 minutes)
 """
 
@@ -26,13 +26,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcore.config import InversionConfig, TransferConfig  # noqa: E402
-from mtcore.embedding import MotionEmbedding  # noqa: E402
-from mtcore.frames import uint8_to_signed, unit_to_uint8  # noqa: E402
-from mtcore.inversion import invert_batch  # noqa: E402
+from mtcore.method.config import InversionConfig, TransferConfig  # noqa: E402
+from mtcore.method.embedding import MotionEmbedding  # noqa: E402
+from mtcore.io.frames import uint8_to_signed, unit_to_uint8  # noqa: E402
+from mtcore.method.inversion import invert_batch  # noqa: E402
 from mtcore.metrics.motion import motion_fidelity  # noqa: E402
-from mtcore.models import load_model  # noqa: E402
-from mtcore.sampling import transfer  # noqa: E402
+from mtcore.method.models import load_model  # noqa: E402
+from mtcore.method.sampling import transfer  # noqa: E402
 from mtcore.toy import photos  # noqa: E402
 from mtcore.toy.evaluate import make_pairs, true_motion, world_of  # noqa: E402
 from mtcore.toy.scenes import SceneConfig  # noqa: E402

@@ -10,7 +10,7 @@ per video) scaled to 10 ms per GPU-second; 200 references x 50 targets, transfer
   * shared-barrier: one pool of 8 workers inverts everything, then transfers (`mt run` with one pool);
   * split-barrier: 4 inversion + 4 transfer workers, transfers after every inversion has ended;
   * split-streaming: the same pools at once; a reference's transfers are queued as soon as its
-    inversion ends (the loop of tasks.stages.transfer_stage with a feed, on sleeping items);
+    inversion ends (the loop of tasks.transfer.transfer_stage with a feed, on sleeping items);
   * shared-streaming: one pool of 8 serving both stages at once (`mt run` with one pool): a freed
     worker takes a waiting transfer batch before the next inversion (WorkerPool.share, tasks.dispatch).
 Busy fraction = seconds a worker spent in items / makespan, over all 8 workers.
@@ -130,7 +130,7 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from ray.cluster_utils import Cluster
 
-    from mtcore.svd import init_tiny_model
+    from mtcore.method.svd import init_tiny_model
     from tasks.pool import RaySession
 
     folder = Path(tempfile.mkdtemp(prefix="bench-stream-"))

@@ -18,13 +18,15 @@ from dataclasses import replace
 from prefect import flow
 from prefect.runtime import flow_run
 
-from mtcore.outroot import check_output_root
-from mtcore.outroot import remove_probe, write_probe
+from mtcore.io.outroot import check_output_root, remove_probe, write_probe
 from tasks.claims import Claims
 from tasks.feed import EmbeddingFeed
+from tasks.invert import invert_stage
+from tasks.measure import metrics_stage
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.results import RunSummary, StageResult
-from tasks.stages import invert_stage, metrics_stage, plan_stage, record_run, transfer_stage
+from tasks.run import plan_stage, record_run
+from tasks.transfer import transfer_stage
 from tasks.upkeep import compact_stage
 
 FLOW_NAME = "bulk-run"
@@ -32,7 +34,7 @@ DEFAULT_INVERSION_BATCH = 4
 """References inverted together per worker call on CPU workers when not given (measured: benchmarks/bench_core.py)."""
 GPU_INVERSION_GROUP = 8
 """On GPU workers, references sent to a worker together when not given; the worker inverts as many at a
-time as its free memory holds (mtcore.inversion.invert_fitting)."""
+time as its free memory holds (mtcore.method.inversion.invert_fitting)."""
 
 
 STAGE_POOL_FIELDS = ("gpus_per_worker", "workers", "cpus_per_worker", "resources")
@@ -75,7 +77,7 @@ def bulk_run(
 ) -> RunSummary:
     """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
 
-    `manifest` and `out` are local paths or URLs (s3://bucket/prefix, ...: mtcore.storage); on a cluster of
+    `manifest` and `out` are local paths or URLs (s3://bucket/prefix, ...: mtcore.io.storage); on a cluster of
     several hosts OUT must be reachable from every node (object storage, or a shared mount), which each
     worker checks before loading a model. `resources`: custom Ray resources each worker requests.
 

@@ -28,7 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 from flows import cli_eval  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
 from flows.console import guarded, print_summary, progress_bar, require_catalog  # noqa: E402
-from mtcore.config import InversionConfig  # noqa: E402  (light: defaults for the options)
+from mtcore.method.config import InversionConfig  # noqa: E402  (light: defaults for the options)
 
 app = typer.Typer(
     help="motion-transfer: make videos that move like a reference video (motion-textual inversion on SVD).",
@@ -94,7 +94,7 @@ def init_model(
 ) -> None:
     """Write a tiny randomly initialised Stable Video Diffusion pipeline (for tests and CPU trials)."""
     from mtcore.errors import InputError
-    from mtcore.svd import init_tiny_model
+    from mtcore.method.svd import init_tiny_model
 
     if size % 8 or size < 8:
         raise InputError("--size", f"must be a positive multiple of 8, got {size}")
@@ -120,15 +120,15 @@ def invert(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
 ) -> None:
     """Optimise a motion embedding on ONE reference video (motion-textual inversion)."""
-    from mtcore.fileio import require_file
+    from mtcore.io.fileio import require_file
 
     require_file(reference)  # before the heavy imports and the model load
-    from mtcore.config import InversionConfig, validate_config
-    from mtcore.embedding import save_embedding
-    from mtcore.inversion import invert as run_inversion
-    from mtcore.inversion import read_reference
-    from mtcore.keys import sha256_file
-    from mtcore.models import load_model
+    from mtcore.method.config import InversionConfig, validate_config
+    from mtcore.method.embedding import save_embedding
+    from mtcore.method.inversion import invert as run_inversion
+    from mtcore.method.inversion import read_reference
+    from mtcore.io.fileio import sha256_file
+    from mtcore.method.models import load_model
 
     config = InversionConfig(steps=steps, tokens_per_frame=tokens_per_frame, num_frames=frames, lr=lr, seed=seed)
     validate_config(config, "mt invert")
@@ -161,16 +161,16 @@ def transfer(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16."),
 ) -> None:
     """Make videos of target images that move like the embedding's reference video."""
-    from mtcore.fileio import require_file
+    from mtcore.io.fileio import require_file
 
     for path in (embedding, *target):  # before the heavy imports and the model load
         require_file(path)
-    from mtcore.config import TransferConfig, validate_config
-    from mtcore.embedding import load_embedding
+    from mtcore.method.config import TransferConfig, validate_config
+    from mtcore.method.embedding import load_embedding
     from mtcore.errors import InputError
-    from mtcore.models import load_model
-    from mtcore.sampling import transfer as run_transfer
-    from mtcore.videoio import read_image, write_mp4
+    from mtcore.method.models import load_model
+    from mtcore.method.sampling import transfer as run_transfer
+    from mtcore.io.videoio import read_image, write_mp4
 
     single = out.suffix.lower() == ".mp4"
     if single and len(target) > 1:
@@ -205,8 +205,8 @@ def validate(manifest: str = typer.Argument(..., help="Manifest YAML file (a pat
 
     Exit status: 0 all good, 1 some media missing or unreadable, 2 the manifest itself is invalid.
     """
-    from mtcore.manifest import load_manifest
-    from mtcore.media import check_media
+    from mtcore.data.manifest import load_manifest
+    from mtcore.data.media import check_media
 
     loaded = load_manifest(manifest)
     typer.echo(f"{manifest}: {len(loaded.references)} reference videos, {len(loaded.targets)} target images, "
@@ -261,8 +261,8 @@ def run(
     resources and counts (inversions need far more GPU memory than transfers).
     Exit status 1 when any row failed (see the summary and catalog error columns).
     """
-    from mtcore.outroot import check_output_root
-    from mtcore.manifest import load_manifest
+    from mtcore.io.outroot import check_output_root
+    from mtcore.data.manifest import load_manifest
 
     # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
     worker_resources = parse_resources(resources)
@@ -304,7 +304,7 @@ def serve(
     then keep `mt serve` running; each scheduled or `prefect deployment run` run only does what is new.
     """
     from mtcore.errors import InputError
-    from mtcore.manifest import load_manifest
+    from mtcore.data.manifest import load_manifest
 
     loaded = load_manifest(manifest)
     if (cron is None) == (interval is None):
@@ -317,7 +317,7 @@ def serve(
     from flows.bulk import FLOW_NAME, bulk_run
 
     deployment = name or loaded.name
-    from mtcore.storage import normalize
+    from mtcore.io.storage import normalize
 
     params = {"manifest": str(loaded.path), "out": normalize(out), "ray_address": ray_address,
               "gpus_per_worker": gpus_per_worker, "workers": workers}
@@ -336,8 +336,8 @@ def sheet(
     limit: int = typer.Option(40, help="At most this many videos."),
 ) -> None:
     """Write a contact sheet PNG of a run's videos: one row of frames per video, grouped by reference."""
-    from mtcore.manifest import load_manifest
-    from mtcore.sheet import run_contact_sheet
+    from mtcore.data.manifest import load_manifest
+    from mtcore.eval.sheet import run_contact_sheet
 
     references = {r.id: r.path for r in load_manifest(manifest).references} if manifest is not None else None
     labels = run_contact_sheet(out, png, references, scale=scale, limit=limit)
@@ -356,7 +356,7 @@ def compact(
 
     Safe while runs write and readers read: no row is lost, new parts written meanwhile are kept.
     """
-    from mtcore.catalog import SCHEMAS, compact as compact_table
+    from mtcore.data.catalog import SCHEMAS, compact as compact_table
 
     require_catalog(out)
     for table in SCHEMAS:

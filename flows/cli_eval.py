@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from flows.console import guarded, require_catalog
-from mtcore.config import InversionConfig
+from mtcore.method.config import InversionConfig
 
 
 @guarded
@@ -27,9 +27,9 @@ def metrics(
     """
     import numpy as np
 
-    from mtcore.frames import signed_to_uint8
+    from mtcore.io.frames import signed_to_uint8
     from mtcore.metrics import timed_metrics
-    from mtcore.videoio import read_frames, read_image, read_video
+    from mtcore.io.videoio import read_frames, read_image, read_video
 
     out_frames = read_frames(output)
     f, h, w = out_frames.shape[:3]
@@ -38,7 +38,7 @@ def metrics(
     encoder = None
     if model is not None:
         from mtcore.metrics.appearance import model_encoder
-        from mtcore.models import load_model
+        from mtcore.method.models import load_model
 
         encoder = model_encoder(load_model(model))
     typer.echo(json.dumps(timed_metrics(ref_frames, out_frames, image, encoder, tracker), indent=2))
@@ -56,7 +56,7 @@ def evaluate(
     import pandas as pd
 
     from mtcore.errors import InputError
-    from mtcore.evaluation import GROUPS, load_results, summarise, to_records
+    from mtcore.eval.evaluation import GROUPS, load_results, summarise, to_records
     from mtcore import METRICS_VERSION
 
     if group_by not in GROUPS:
@@ -92,7 +92,7 @@ def report(
 
     On object storage the page and its media are written there too, beside the store it links to
     (serve the bucket, or copy OUT/report and OUT/store down, to look at it)."""
-    from mtcore.report import write_report
+    from mtcore.eval.report import write_report
 
     page = write_report(out, run_id=run, page_size=page_size)
     typer.echo(f"wrote {page}  (open it in a browser; it works offline)")
@@ -112,9 +112,9 @@ def plan_gpu(
     tokens: int = typer.Option(5, help="Tokens per group N of the motion embedding."),
 ) -> None:
     """Estimate peak memory and time per inversion step and per video for the real SVD UNet (1.52 B
-    parameters) on A100 80GB, H100 80GB and L4 24GB, from exact FLOP and activation counts (see mtcore.gpuplan)."""
+    parameters) on A100 80GB, H100 80GB and L4 24GB, from exact FLOP and activation counts (see mtcore.method.gpuplan)."""
     from mtcore.errors import InputError
-    from mtcore.gpuplan import GPUS, plan
+    from mtcore.method.gpuplan import GPUS, plan
 
     sizes = {"bf16": 2, "fp16": 2, "fp32": 4}
     if dtype not in sizes:

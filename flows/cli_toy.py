@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from flows.console import guarded, progress_bar
-from mtcore.config import InversionConfig
+from mtcore.method.config import InversionConfig
 
 toy_app = typer.Typer(help="The toy world and its trained toy model (the CPU default that really transfers motion).",
                       no_args_is_help=True)
@@ -60,8 +60,8 @@ def toy_eval(
     per content family and motion kind."""
     import pandas as pd
 
-    from mtcore.config import TransferConfig
-    from mtcore.models import load_model
+    from mtcore.method.config import TransferConfig
+    from mtcore.method.models import load_model
     from mtcore.toy.evaluate import evaluate, write_results
 
     svd = load_model(model, device="cpu", dtype="fp32")

@@ -83,7 +83,7 @@ def print_summary(summary, as_json: bool = False) -> None:
 
 def require_catalog(out: str, table: str | None = None) -> None:
     """InputError unless OUT (a folder or a URL) holds a catalog (with `table`, when given)."""
-    from mtcore.catalog import part_files, SCHEMAS
+    from mtcore.data.catalog import part_files, SCHEMAS
     from mtcore.errors import InputError
 
     tables = [table] if table else list(SCHEMAS)

@@ -11,11 +11,11 @@ import uuid
 from prefect import flow
 from prefect.runtime import flow_run
 
-from mtcore.outroot import remove_probe, write_probe
-from mtcore.storage import normalize
-from tasks.measure import plan_missing_metrics
+from mtcore.io.outroot import remove_probe, write_probe
+from mtcore.io.storage import normalize
+from tasks.plan_metrics import plan_missing_metrics
 from tasks.pool import PoolConfig, RaySession, WorkerPool
-from tasks.stages import metrics_stage
+from tasks.measure import metrics_stage
 
 
 @flow(name="evaluate")

@@ -17,7 +17,7 @@ from PIL import Image
 from mtcore.toy.render import render
 from mtcore.toy.sampling import sample_appearance
 from mtcore.toy.world import Motion, WorldConfig
-from mtcore.videoio import write_mp4
+from mtcore.io.videoio import write_mp4
 
 HERE = Path(__file__).parent / "demo"
 CFG = WorldConfig(size=16, frames=8)

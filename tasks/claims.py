@@ -5,7 +5,7 @@ team's evaluation folder), and two runs of different manifests into one OUT shou
 progress; two runs of the same manifest should split the work, not queue behind each other.
 
 What is claimed is a key of a claim: one per inversion, and for transfers and metrics one per key
-range, not per video (tasks.stages.transfer_claim: 16 ranges of each embedding's transfers;
+range, not per video (tasks.transfer.transfer_claim: 16 ranges of each embedding's transfers;
 metrics_claim: 256 ranges), so a run of a million transfers creates a bounded number of claims
 (16 per reference) instead of a million. A run holds a range's claim as long as any of its items
 in that range is in flight; another run skips the range meanwhile and takes it once released.
@@ -32,8 +32,8 @@ import time
 import uuid
 from pathlib import Path
 
-from mtcore.fileio import process_alive
-from mtcore.storage import storage
+from mtcore.io.fileio import process_alive
+from mtcore.io.storage import storage
 
 TTL_SECONDS = 300.0
 HEARTBEAT_SECONDS = 30.0

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtcore.catalog import store_relpath
-from mtcore.config import InversionConfig, TransferConfig
+from mtcore.data.catalog import store_relpath
+from mtcore.method.config import InversionConfig, TransferConfig
 
 Rows = dict[str, list[dict]]
 """What a work item returns: catalog table -> rows."""
@@ -36,7 +36,7 @@ class InversionJob:
     """One motion embedding to make (or found cached): a reference video inverted on one model with one config."""
 
     key: str
-    """Embedding key (mtcore.keys.embedding_key)."""
+    """Embedding key (mtcore.data.keys.embedding_key)."""
     reference_id: str
     """Id of the reference video in the manifest."""
     reference_path: str
@@ -78,7 +78,7 @@ class TransferJob:
     """One video: a motion embedding applied to a target image with a seed."""
 
     key: str
-    """Transfer key (mtcore.keys.transfer_key)."""
+    """Transfer key (mtcore.data.keys.transfer_key)."""
     embedding: InversionJob
     """The inversion whose embedding it applies (reference, model, inversion config)."""
     target_id: str

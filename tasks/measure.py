@@ -1,62 +1,72 @@
-"""Planning metrics from the catalogs alone (`mt evaluate`): finished transfers lacking a metrics row.
+"""The measure stage: metrics of cached videos that lack a row of the current METRICS_VERSION.
 
-No manifest needed: the transfers rows name their model, reference and target paths and configs.
-Rows written before the catalogs recorded those (no `model`, `reference_path` or `target_path`)
-cannot be measured from the catalog; they are counted and reported, not guessed.
+New videos are measured by the transfer stage next to their frames; this stage measures the rest
+(runs made with metrics off, a new metrics version), `METRICS_BATCH` videos per work item.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import hashlib
 
-from mtcore.catalog import metric_keys, read_table
-from mtcore.config import InversionConfig, TransferConfig, config_from_dict
-from mtcore.evaluation import latest_rows
-from tasks.items import InversionJob, PlannedModel, TransferJob
-from tasks.plan import Plan, stored
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
 
-
-@dataclass
-class MetricsPlan:
-    """Per model, the cached transfers to measure."""
-
-    plans: list[Plan] = field(default_factory=list)
-    """One plan per model, only its metrics_todo filled."""
-    unmeasurable: int = 0
-    """Finished transfers whose rows lack what measuring needs (made before those columns existed)."""
-    missing_files: int = 0
-    """Finished transfers whose video is no longer in the store."""
+from mtcore import METRICS_VERSION
+from mtcore.data.catalog import metric_keys
+from tasks.claims import Claims, serve_claimed
+from tasks.items import MetricsBatch, Rows, Transfers
+from tasks.plan import Plan
+from tasks.pool import WorkerPool
+from tasks.progress import StageProgress
+from tasks.results import StageResult
+from tasks.rows import one_line
+from tasks.sink import SERVE_CHUNK, RowSink, chunks
 
 
-def plan_missing_metrics(out: str, metrics_version: str) -> MetricsPlan:
-    """Every finished transfer in OUT's catalog without a metrics row of `metrics_version`."""
-    out = str(out)
-    transfers = read_table(out, "transfers")
-    transfers = latest_rows(transfers[transfers.status == "ok"], "transfer_key")
-    done = metric_keys(out, metrics_version)
-    result = MetricsPlan()
-    by_model: dict[PlannedModel, list[TransferJob]] = {}
-    here = stored(out, "transfers", set(transfers.transfer_key) - done)
-    for row in transfers.itertuples(index=False):
-        if row.transfer_key in done:
-            continue
-        if row.transfer_key not in here:
-            result.missing_files += 1
-            continue
-        if not (isinstance(row.model, str) and isinstance(row.reference_path, str) and isinstance(row.target_path, str)):
-            result.unmeasurable += 1
-            continue
-        model = PlannedModel(row.model, None, row.model_id)
-        inversion = _config(InversionConfig, row.inversion_config)
-        embedding = InversionJob(row.embedding_key, row.reference_id, row.reference_path, "", "", inversion, model)
-        job = TransferJob(row.transfer_key, embedding, row.target_id, row.target_path, row.target_sha256,
-                          int(row.seed), row.video_path, _config(TransferConfig, row.transfer_config))
-        by_model.setdefault(model, []).append(job)
-    for model, jobs in by_model.items():
-        result.plans.append(Plan("", "", [model], metrics=True, metrics_todo=jobs))
+METRICS_BATCH = 8  # cached transfers measured per work item
+
+
+def metrics_claim(transfer_key: str) -> str:
+    """The claim covering the measuring of a transfer with the current metrics version: one of 256 key
+    ranges (by the transfer key's first two hex digits)."""
+    return hashlib.sha256(f"metrics:{METRICS_VERSION}:{transfer_key[:2]}".encode()).hexdigest()
+
+
+@task(name="measure", cache_policy=NONE)
+def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: Claims | None = None) -> StageResult:
+    """Measure cached transfers that lack a metrics row of the current version (new ones are measured
+    by the transfer stage, next to their frames)."""
+    log = get_run_logger()
+    result = StageResult()
+    sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
+    todo = plan.metrics_todo if plan.metrics else []
+    # MetricsBatches are made a chunk at a time (a new metrics version re-measures every cached video)
+    job_chunks = (([j for part in chunk for j in part.jobs()] for chunk in chunks(todo.parts, SERVE_CHUNK))
+              if isinstance(todo, Transfers) else [list(todo)])
+    progress = StageProgress(log, "measuring", len(todo))
+
+    def on_done(batch: MetricsBatch, rows: Rows | Exception) -> None:
+        measured = set() if isinstance(rows, Exception) else {row["transfer_key"] for row in rows.get("metrics", [])}
+        if claims is not None:  # a video whose measuring failed has no row to give its claim back: give it now
+            claims.release([metrics_claim(j.key) for j in batch.jobs if j.key not in measured])
+        if isinstance(rows, Exception):
+            log.warning("metrics of %d transfers failed: %s", len(batch.jobs), one_line(rows))
+            return
+        sink.add(rows)
+        progress.advance(len(batch.jobs), 0, lambda: f"measured {result.measured}/{len(todo)} cached transfers")
+
+    def measured_elsewhere(batches: list[MetricsBatch]) -> list[MetricsBatch]:
+        done = metric_keys(out, METRICS_VERSION, among={j.key for b in batches for j in b.jobs})
+        return [b for b in batches if all(j.key in done for j in b.jobs)]
+
+    for jobs in job_chunks:
+        jobs.sort(key=lambda job: job.key)  # a batch in one claim range
+        batches = [MetricsBatch(tuple(jobs[i : i + METRICS_BATCH])) for i in range(0, len(jobs), METRICS_BATCH)]
+        serve_claimed(pool, batches, claims, lambda batch: [metrics_claim(j.key) for j in batch.jobs],
+                      measured_elsewhere, on_done, lambda batch: None, sink.flush)
+    sink.flush()
+    progress.finish()
     return result
 
 
-def _config(cls: type, text: str | None):
-    return config_from_dict(cls, json.loads(text), cls.__name__) if isinstance(text, str) else cls()
+__all__ = ["metrics_stage", "metrics_claim", "METRICS_BATCH"]

@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mtcore.catalog import metric_key_array, ok_key_array, store_folder, store_relpath
-from mtcore.identity import DEFAULT_MODEL, model_identity
-from mtcore.keys import TransferKeys, embedding_key
-from mtcore.manifest import Item, Manifest
-from mtcore.storage import reason, sha256_input, storage
+from mtcore.data.catalog import metric_key_array, ok_key_array, store_folder, store_relpath
+from mtcore.method.identity import DEFAULT_MODEL, model_identity
+from mtcore.data.keys import TransferKeys, embedding_key
+from mtcore.data.manifest import Item, Manifest
+from mtcore.io.storage import reason, sha256_input, storage
 from tasks.items import InversionJob, PlannedModel, PlannedTarget, TransferJob, Transfers, TransferSet
 
 FEW = 32
@@ -145,7 +145,7 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
 
     `metrics_version`: the current mtcore.metrics.METRICS_VERSION (given by the caller, so planning
     does not import the metrics' OpenCV); None skips looking for missing metrics.
-    Transfer keys are made in bulk (mtcore.keys.TransferKeys) and held as columns; the catalogs' ok keys
+    Transfer keys are made in bulk (mtcore.data.keys.TransferKeys) and held as columns; the catalogs' ok keys
     are read once, as Arrow arrays, and the store's folders listed once.
     """
     out = str(out)

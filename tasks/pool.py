@@ -1,6 +1,6 @@
 """GPU workers in one place: Ray actors that keep the model resident and serve many items.
 
-Mechanism (measured; see README "Why actors, not a Prefect task per item"): Prefect runs one task
+Mechanism (measured; see docs/pipeline.md "Why actors, not a Prefect task per item"): Prefect runs one task
 per *stage*; inside a stage, items go to a fixed set of `ModelWorker` actors, each loading the
 pipeline once in `__init__` and then serving work items (an inversion, a batch of transfers) through
 one method, `run`. One item in flight per actor; a finished item's rows come back at once so progress
@@ -15,7 +15,7 @@ run goes on. Workers are spread over nodes (`SPREAD`), so a lost node's worker r
 there is room.
 
 No shared filesystem is assumed: workers read inputs and write artifacts through the storage layer
-(mtcore.storage), and before any model loads each worker looks for a probe the driver wrote in OUT,
+(mtcore.io.storage), and before any model loads each worker looks for a probe the driver wrote in OUT,
 so a worker that cannot reach OUT (a local OUT on a multi-host cluster, missing credentials) stops
 the run at once with one line that says what to do. When no node can host a worker any more (its
 node was lost and nothing else offers its resources), the items left fail with a clear error after
@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterable, Protocol
 import ray
 
 from mtcore.errors import InputError
-from mtcore.outroot import check_probe
-from mtcore.storage import storage
+from mtcore.io.outroot import check_probe
+from mtcore.io.storage import storage
 from tasks.dispatch import (CAPACITY_WAIT, MAX_TASK_RETRIES, Leases, _describe, _feasible, _hosts, _offers,
                             dispatch)
 from tasks.results import WorkerStats
@@ -112,7 +112,7 @@ class ModelWorker:
             return
         import torch
 
-        from mtcore.models import load_model
+        from mtcore.method.models import load_model
 
         model, revision, device, dtype, threads = self.spec
         torch.set_num_threads(max(1, threads))
@@ -193,7 +193,7 @@ class WorkerPool:
 
     def __init__(self, session: RaySession, model: str, revision: str | None, out: str, config: PoolConfig,
                  probe: tuple[str, str] | None = None):
-        """`probe`: (name, content) of the driver's probe in OUT (mtcore.outroot.write_probe), which every
+        """`probe`: (name, content) of the driver's probe in OUT (mtcore.io.outroot.write_probe), which every
         worker must see before any model loads."""
         self.session, self.model, self.revision, self.out, self.config = session, model, revision, out, config
         self.probe = probe

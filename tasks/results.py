@@ -84,12 +84,12 @@ class RunSummary:
 
     @property
     def catalogs(self) -> str:
-        from mtcore.storage import join
+        from mtcore.io.storage import join
 
         return join(self.out, "catalog")
 
     def catalog_row(self) -> dict[str, Any]:
-        """The run's row for catalog/runs (mtcore.catalog.RUNS)."""
+        """The run's row for catalog/runs (mtcore.data.catalog.RUNS)."""
         names = ("run_id", "manifest_path", "manifest_sha256", "started_at", "finished_at", "inversions_computed",
                  "inversions_cached", "transfers_computed", "transfers_cached", "failed", "metrics_computed")
         return {name: getattr(self, name) for name in names}

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtcore.config import config_json
+from mtcore.method.config import config_json
 from mtcore.errors import InputError
 
 if TYPE_CHECKING:  # items are data from the plan; importing it here at run time would be a cycle

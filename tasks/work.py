@@ -3,7 +3,7 @@
 Plain functions of a loaded `SVDModel` (no Ray, no Prefect), so they run the same in a Ray actor,
 in a bare loop and in tests. `run_item` serves any work item of the plan (items are data; the work
 is a function of a model and an item). Each reads its inputs and writes its artifact through the
-storage layer (mtcore.storage: a local or shared folder, or object storage, which needs no shared
+storage layer (mtcore.io.storage: a local or shared folder, or object storage, which needs no shared
 filesystem: a worker's local disk holds only scratch copies, removed after use) and returns the
 catalog row(s); an exception fails only the row(s) it
 concerns and is recorded as their error. Metrics are measured on the mp4 as written (what users
@@ -18,17 +18,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from mtcore.catalog import store_relpath
-from mtcore.embedding import load_embedding, save_embedding
+from mtcore.data.catalog import store_relpath
+from mtcore.method.embedding import load_embedding, save_embedding
 from mtcore.errors import InputError
-from mtcore.frames import signed_to_uint8
-from mtcore.inversion import invert_fitting, read_reference
+from mtcore.io.frames import signed_to_uint8
+from mtcore.method.inversion import invert_fitting, read_reference
 from mtcore.metrics import timed_metrics
 from mtcore.metrics.appearance import model_encoder
-from mtcore.models import SVDModel
-from mtcore.sampling import transfer
-from mtcore.storage import local_copy, storage
-from mtcore.videoio import read_frames, read_image, read_video, write_mp4
+from mtcore.method.models import SVDModel
+from mtcore.method.sampling import transfer
+from mtcore.io.storage import local_copy, storage
+from mtcore.io.videoio import read_frames, read_image, read_video, write_mp4
 from tasks.items import InversionBatch, InversionJob, MetricsBatch, Rows, TransferBatch, TransferJob
 from tasks.rows import embedding_row, metrics_row, one_line, transfer_row
 
@@ -56,7 +56,7 @@ def run_inversion(model: SVDModel, job: InversionJob, out: str, worker: str) -> 
 
 
 def run_inversions(model: SVDModel, jobs: list[InversionJob], out: str, worker: str) -> list[dict]:
-    """Invert references that share a config together (mtcore.inversion.invert_batch), each into its
+    """Invert references that share a config together (mtcore.method.inversion.invert_batch), each into its
     OUT/<job.path>; one embeddings row per job. An unreadable reference fails alone."""
     t0 = time.perf_counter()
     if len({j.config for j in jobs}) != 1:

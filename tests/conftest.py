@@ -16,14 +16,14 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from mtcore.svd import init_tiny_model
+    from mtcore.method.svd import init_tiny_model
 
     return init_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    from mtcore.models import load_model
+    from mtcore.method.models import load_model
 
     return load_model(tiny_model_dir, device="cpu", dtype="fp32")
 
@@ -41,7 +41,7 @@ def moving_square_frames(num_frames: int = 16, size: int = 64, step: int = 4, se
 
 @pytest.fixture(scope="session")
 def reference_video(tmp_path_factory):
-    from mtcore.videoio import write_mp4
+    from mtcore.io.videoio import write_mp4
 
     return write_mp4(moving_square_frames(), tmp_path_factory.mktemp("media") / "ref.mp4")
 
@@ -116,7 +116,7 @@ def media(tmp_path_factory):
     """Two reference videos and two target images on disk."""
     from PIL import Image
 
-    from mtcore.videoio import write_mp4
+    from mtcore.io.videoio import write_mp4
 
     d = tmp_path_factory.mktemp("pipeline-media")
     write_mp4(moving_square_frames(12, seed=0), d / "right.mp4")
@@ -168,7 +168,7 @@ def bucket(s3_server, request) -> str:
     import re
     import uuid
 
-    from mtcore.storage import filesystem
+    from mtcore.io.storage import filesystem
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
     fs, _ = filesystem(f"s3://{name}")
@@ -180,7 +180,7 @@ def upload_folder(local, url: str) -> None:
     """Copy every file under a local folder to a URL prefix."""
     from pathlib import Path
 
-    from mtcore.storage import Storage
+    from mtcore.io.storage import Storage
 
     store = Storage(url)
     for path in Path(local).rglob("*"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def upload(local: str, url: str) -> None:
-    from mtcore.storage import Storage
+    from mtcore.io.storage import Storage
 
     store = Storage(url)
     for path in Path(local).rglob("*"):
@@ -31,7 +31,7 @@ def inspect(out: str) -> dict:
     import pandas as pd
     import s3fs
 
-    from mtcore.storage import Storage
+    from mtcore.io.storage import Storage
 
     store = Storage(out)
     files = {prefix: store.files(prefix) for prefix in ("store/embeddings", "store/videos", "claims", ".probe", ".loads")}
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     if command == "upload":
         upload(*args)
     elif command == "put":
-        from mtcore.storage import Storage
+        from mtcore.io.storage import Storage
 
         local, url = args
         folder, name = url.rsplit("/", 1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from mtcore.errors import InputError
 from tests.conftest import cli_env, moving_square_frames
 from tests.test_cli_core import MT
@@ -38,13 +38,13 @@ GOOD_TARGETS = ("good", "png16", "cmyk", "exif_rotated", "gray", "palette", "rgb
 
 
 def _ffmpeg(*args) -> None:
-    from mtcore.videoio import ffmpeg_exe
+    from mtcore.io.videoio import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", *map(str, args)], check=True)
 
 
 def make_media(d) -> tuple[dict, dict]:
-    from mtcore.videoio import write_mp4
+    from mtcore.io.videoio import write_mp4
 
     refs, targets = {}, {}
     refs["good"] = write_mp4(moving_square_frames(12), d / "good.mp4")
@@ -140,7 +140,7 @@ def test_each_input_gets_a_clear_answer_and_the_rest_complete(messy_run, kind, i
 
 
 def test_accepted_images_are_converted_as_a_person_sees_them(tmp_path):
-    from mtcore.videoio import read_image
+    from mtcore.io.videoio import read_image
 
     _, targets = make_media(tmp_path)
     upright = read_image(targets["exif_rotated"])
@@ -152,7 +152,7 @@ def test_accepted_images_are_converted_as_a_person_sees_them(tmp_path):
 
 
 def test_a_huge_reference_is_decoded_one_frame_at_a_time(tmp_path):
-    from mtcore.videoio import read_video
+    from mtcore.io.videoio import read_video
 
     side, frames = 2000, 10
     _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={side}x{side}:rate=7", "-frames:v", frames, "-c:v", "libx264",
@@ -176,7 +176,7 @@ def test_bad_embeddings_are_refused_without_pickle(tmp_path, problem, words):
     import torch
     from safetensors.torch import save_file
 
-    from mtcore.embedding import MotionEmbedding, load_embedding, save_embedding
+    from mtcore.method.embedding import MotionEmbedding, load_embedding, save_embedding
 
     path = tmp_path / "e.safetensors"
     good = MotionEmbedding(torch.zeros(9, 2, 32), model_id="local:a")
@@ -197,7 +197,7 @@ def test_bad_embeddings_are_refused_without_pickle(tmp_path, problem, words):
 
 
 def test_manifest_paths_and_links_may_not_escape_its_folder(tmp_path):
-    from mtcore.manifest import ManifestError, load_manifest
+    from mtcore.data.manifest import ManifestError, load_manifest
 
     inside = tmp_path / "m"
     inside.mkdir()
@@ -216,7 +216,7 @@ def test_manifest_paths_and_links_may_not_escape_its_folder(tmp_path):
 def test_ten_thousand_rows_validate_in_seconds(tmp_path):
     import time
 
-    from mtcore.manifest import load_manifest
+    from mtcore.data.manifest import load_manifest
 
     lines = ["references:"] + [f"  - {{id: r{i}, path: r{i}.mp4}}" for i in range(5000)]
     lines += ["targets:"] + [f"  - {{id: t{i}, path: t{i}.png}}" for i in range(5000)]

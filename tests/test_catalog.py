@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mtcore.catalog import SCHEMAS, append_rows, compact, ok_keys, read_table, store_path
+from mtcore.data.catalog import SCHEMAS, append_rows, compact, ok_keys, read_table, store_path
 
 KEY = "ab" + "0" * 62
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -162,7 +162,7 @@ def test_compaction_keeps_every_row_and_later_appends(tmp_path):
     for i in range(0, 60, 5):  # 12 small parts, as a long run leaves them
         append_rows(tmp_path, "transfers", rows[i : i + 5])
     before = read_table(tmp_path, "transfers")
-    from mtcore.catalog import compact, part_files
+    from mtcore.data.catalog import compact, part_files
 
     assert compact(tmp_path, "transfers", rows_per_file=25) == (12, 3, 60)
     after = read_table(tmp_path, "transfers")
@@ -189,7 +189,7 @@ def test_compacting_the_runs_table_orders_by_start(tmp_path):
 
 
 def test_a_run_compacts_only_the_tables_it_left_fragmented(tmp_path):
-    from mtcore.catalog import compact_fragmented, part_files
+    from mtcore.data.catalog import compact_fragmented, part_files
 
     rows = [transfer_row(f"{i:02x}" + "0" * 62) for i in range(12)]
     for i in range(0, 12, 2):  # 6 parts

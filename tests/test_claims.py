@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from mtcore.catalog import append_rows, read_table, store_path
+from mtcore.data.catalog import append_rows, read_table, store_path
 from tasks.claims import Claims, serve_claimed
 from tasks.results import StageResult
-from tasks.stages import RowSink, _available, _recover
+from tasks.sink import RowSink, available, recover
 from tests.test_catalog import transfer_row
 
 K1, K2 = "a1" + "0" * 62, "b2" + "0" * 62
@@ -42,7 +42,7 @@ def test_an_item_another_run_finished_after_the_plan_is_not_served_again(tmp_pat
     finish_elsewhere(tmp_path, K1)
     pool, elsewhere = RecordingPool(), []
     with Claims(tmp_path, "run-b") as claims:
-        serve_claimed(pool, planned, claims, lambda item: [item.key], _available(str(tmp_path), "transfers"),
+        serve_claimed(pool, planned, claims, lambda item: [item.key], available(str(tmp_path), "transfers"),
                       lambda item, rows: None, elsewhere.append, lambda: claims.release([K2]))
         assert claims.held == {}
     assert [i.key for i in pool.served] == [K2]
@@ -60,7 +60,7 @@ def test_a_video_whose_row_another_run_committed_is_not_recorded_twice(tmp_path)
     result, elsewhere = StageResult(), []
     with Claims(tmp_path, "run-b") as claims:
         sink = RowSink(tmp_path, "transfers", result, "run-b", claims)
-        todo = _recover(planned, "transfers", str(tmp_path), claims, sink,
+        todo = recover(planned, "transfers", str(tmp_path), claims, sink,
                         lambda job: transfer_row(job.key, worker="recovered"), elsewhere.append,
                         logging.getLogger("test"))
         sink.flush()
@@ -77,7 +77,7 @@ def test_transfers_are_claimed_by_key_range_a_bounded_number_per_embedding(tmp_p
     another run holds is left to it: what it finished is not served again, what it gave up is served."""
     import hashlib
 
-    from tasks.stages import transfer_batches, transfer_claim
+    from tasks.transfer import transfer_batches, transfer_claim
 
     embeddings = ["e" * 63 + "0", "e" * 63 + "1"]
     jobs = [SimpleNamespace(key=hashlib.sha256(f"{e}:{t}".encode()).hexdigest(), embedding_key=e, config=None)
@@ -99,7 +99,7 @@ def test_transfers_are_claimed_by_key_range_a_bounded_number_per_embedding(tmp_p
     pool, elsewhere = Pool(), []
     with Claims(tmp_path, "run-b") as claims:
         serve_claimed(pool, transfer_batches(jobs, 4), claims, lambda batch: [claim_of(j) for j in batch.jobs],
-                      _available(str(tmp_path), "transfers"),
+                      available(str(tmp_path), "transfers"),
                       lambda batch, rows: claims.release([claim_of(j) for j in batch.jobs]), elsewhere.append,
                       lambda: None, poll=0.01)
         assert claims.held == {}

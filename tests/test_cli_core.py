@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtcore.videoio import probe_video
+from mtcore.io.videoio import probe_video
 
 MT = shutil.which("mt", path=str(Path(sys.executable).parent)) or "mt"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from tests.conftest import write_manifest
 
 

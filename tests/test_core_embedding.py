@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from mtcore.embedding import MotionEmbedding, load_embedding, save_embedding
+from mtcore.method.embedding import MotionEmbedding, load_embedding, save_embedding
 from mtcore.errors import EmbeddingMismatch, InputError
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mtcore.config import InversionConfig
-from mtcore.inversion import denoising_loss, fixed_draws, invert
-from mtcore.videoio import read_video
+from mtcore.method.config import InversionConfig
+from mtcore.method.inversion import denoising_loss, fixed_draws, invert
+from mtcore.io.videoio import read_video
 
 CFG = InversionConfig(steps=40, tokens_per_frame=2, lr=5e-2, warmup_steps=5, p_mean=0.5, p_std=1.0, seed=3)
 
@@ -31,9 +31,9 @@ def test_inversion_lowers_loss_on_fixed_draws(tiny_model, reference_video):
 
 
 def emb_initial(m, frames):
-    from mtcore.conditioning import clip_embed
-    from mtcore.frames import signed_to_pil
-    from mtcore.embedding import initial_tokens
+    from mtcore.method.conditioning import clip_embed
+    from mtcore.io.frames import signed_to_pil
+    from mtcore.method.embedding import initial_tokens
 
     g = torch.Generator().manual_seed(CFG.seed)
     return initial_tokens(clip_embed(m, signed_to_pil(frames)), 2, "reference_frames", CFG.init_noise, g)
@@ -59,9 +59,9 @@ def test_progress_callback_reports_every_step(tiny_model, reference_video):
 
 
 def test_initial_tokens_follow_reference_frames(tiny_model, reference_video):
-    from mtcore.conditioning import clip_embed
-    from mtcore.frames import signed_to_pil
-    from mtcore.embedding import initial_tokens
+    from mtcore.method.conditioning import clip_embed
+    from mtcore.io.frames import signed_to_pil
+    from mtcore.method.embedding import initial_tokens
 
     frames = read_video(reference_video, 8, 64, 64)
     e = clip_embed(tiny_model, signed_to_pil(frames))  # (F, D)
@@ -85,7 +85,7 @@ def test_gpu_memory_options_run_and_agree(tiny_model, reference_video):
 
 
 def test_a_batch_gives_each_reference_the_embedding_it_would_get_alone(tiny_model):
-    from mtcore.inversion import invert_batch
+    from mtcore.method.inversion import invert_batch
 
     g = torch.Generator().manual_seed(0)
     references = [torch.rand(8, 3, 64, 64, generator=g) * 2 - 1 for _ in range(3)]
@@ -101,8 +101,8 @@ def test_a_batch_gives_each_reference_the_embedding_it_would_get_alone(tiny_mode
 
 
 def test_batches_are_sized_to_free_memory_and_halved_when_it_runs_out(tiny_model, monkeypatch):
-    import mtcore.inversion as inversion
-    from mtcore.gpuplan import references_that_fit
+    import mtcore.method.inversion as inversion
+    from mtcore.method.gpuplan import references_that_fit
 
     g = torch.Generator().manual_seed(1)
     references = [torch.rand(8, 3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]

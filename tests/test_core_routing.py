@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtcore.conditioning import first_frame_latent, time_ids, video_latents
-from mtcore.inversion import edm_denoise
+from mtcore.method.conditioning import first_frame_latent, time_ids, video_latents
+from mtcore.method.inversion import edm_denoise
 
 F, N = 8, 2
 
@@ -72,7 +72,7 @@ def test_routing_finds_every_cross_attention_by_diffusers_names(tiny_model):
     the processors found by name would no longer be every cross-attention module: this fails loudly."""
     from diffusers.models.attention_processor import Attention
 
-    from mtcore.routing import CROSS_ATTENTION_SUFFIX, TEMPORAL_MARKER, RoutedCrossAttnProcessor
+    from mtcore.method.routing import CROSS_ATTENTION_SUFFIX, TEMPORAL_MARKER, RoutedCrossAttnProcessor
 
     unet = tiny_model.unet
     by_type = {name for name, module in unet.named_modules()
@@ -87,9 +87,9 @@ def test_routing_finds_every_cross_attention_by_diffusers_names(tiny_model):
 
 def test_install_refuses_a_unet_it_cannot_route(monkeypatch):
     """Were diffusers to rename its temporal blocks, install would find no temporal cross-attention: refused."""
-    import mtcore.routing
-    from mtcore.svd import build_tiny_pipeline
+    import mtcore.method.routing
+    from mtcore.method.svd import build_tiny_pipeline
 
-    monkeypatch.setattr(mtcore.routing, "TEMPORAL_MARKER", ".renamed_temporal_blocks.")
+    monkeypatch.setattr(mtcore.method.routing, "TEMPORAL_MARKER", ".renamed_temporal_blocks.")
     with pytest.raises(RuntimeError, match="rename"):
-        mtcore.routing.MotionRouting.install(build_tiny_pipeline().unet)
+        mtcore.method.routing.MotionRouting.install(build_tiny_pipeline().unet)

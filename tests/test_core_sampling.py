@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from mtcore.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
-from mtcore.config import TransferConfig
-from mtcore.embedding import MotionEmbedding
-from mtcore.inversion import edm_denoise
-from mtcore.sampling import transfer
+from mtcore.method.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
+from mtcore.method.config import TransferConfig
+from mtcore.method.embedding import MotionEmbedding
+from mtcore.method.inversion import edm_denoise
+from mtcore.method.sampling import transfer
 
 
 def _clip_as_motion(model, image, frames=8, n=3) -> MotionEmbedding:
@@ -78,8 +78,8 @@ def test_gpu_code_paths_agree_with_the_plain_path(tiny_model_dir, target_images)
     """Two-pass guidance, channels-last and SDPA give the videos of the plain path (float tolerance)."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from mtcore.models import load_model
-    from mtcore.routing import RoutedCrossAttnProcessor
+    from mtcore.method.models import load_model
+    from mtcore.method.routing import RoutedCrossAttnProcessor
 
     plain = load_model(tiny_model_dir, device="cpu", dtype="fp32")
     inner = {type(p.inner if isinstance(p, RoutedCrossAttnProcessor) else p) for p in plain.unet.attn_processors.values()}

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mtcore.errors import InputError
-from mtcore.videoio import frame_indices, probe_video, read_image, read_video, write_mp4
+from mtcore.io.videoio import frame_indices, probe_video, read_image, read_video, write_mp4
 from tests.conftest import moving_square_frames
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 
@@ -116,8 +116,8 @@ class Poison:
 def test_a_poison_item_fails_alone_after_three_tries(prefect_harness, media, tmp_path, tiny_model_dir):
     import ray.cloudpickle
 
-    from mtcore.config import InversionConfig
-    from mtcore.catalog import store_relpath
+    from mtcore.method.config import InversionConfig
+    from mtcore.data.catalog import store_relpath
     from tasks.items import InversionJob, PlannedModel
     from tasks.dispatch import WorkerDied
     from tasks.pool import PoolConfig, RaySession, WorkerPool
@@ -253,7 +253,7 @@ def test_two_runs_on_one_output_folder_share_the_work(prefect_api, two_by_two_ma
     # a stale claim from a killed run (its pid is gone) must not block anyone
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    from mtcore.manifest import load_manifest
+    from mtcore.data.manifest import load_manifest
     from tasks.plan import plan_run
 
     first_key = plan_run(load_manifest(two_by_two_manifest), out).inversions_todo[0].key

@@ -9,8 +9,8 @@ from unittest import mock
 
 import pytest
 
-from mtcore.fileio import atomic_write, remove_stale_temporaries
-from mtcore.outroot import check_output_root
+from mtcore.io.fileio import atomic_write, remove_stale_temporaries
+from mtcore.io.outroot import check_output_root
 
 
 def test_atomic_write_keeps_suffix_and_renames(tmp_path):
@@ -68,8 +68,8 @@ def test_a_killed_runs_write_probe_is_a_stale_temporary(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     names = []
-    with mock.patch("mtcore.fileio.os.getpid", return_value=dead.pid), \
-         mock.patch("mtcore.fileio.Path.unlink", lambda self, missing_ok=False: names.append(self.name)):
+    with mock.patch("mtcore.io.fileio.os.getpid", return_value=dead.pid), \
+         mock.patch("mtcore.io.fileio.Path.unlink", lambda self, missing_ok=False: names.append(self.name)):
         check_output_root(tmp_path)
     (name,) = names
     assert (tmp_path / name).exists()

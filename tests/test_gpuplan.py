@@ -1,4 +1,4 @@
-"""The GPU plan's counts (mtcore.gpuplan) on known answers, and `mt plan-gpu` end to end."""
+"""The GPU plan's counts (mtcore.method.gpuplan) on known answers, and `mt plan-gpu` end to end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mtcore.gpuplan import count_step
+from mtcore.method.gpuplan import count_step
 from tests.test_cli_core import MT
 
 
@@ -15,7 +15,7 @@ def meta_unet(tiny_model_dir):
     """The tests' tiny SVD UNet rebuilt on the meta device (shapes only), as the plan counts a model."""
     from diffusers import UNetSpatioTemporalConditionModel
 
-    from mtcore.gpuplan import meta_unet
+    from mtcore.method.gpuplan import meta_unet
 
     return meta_unet(UNetSpatioTemporalConditionModel,
                      UNetSpatioTemporalConditionModel.load_config(tiny_model_dir / "unet"))

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from mtcore import CODE_VERSION
-from mtcore.config import InversionConfig, TransferConfig, config_to_dict
-from mtcore.keys import embedding_key, sha256_file, transfer_key
+from mtcore.method.config import InversionConfig, TransferConfig, config_to_dict
+from mtcore.data.keys import embedding_key, transfer_key
+from mtcore.io.fileio import sha256_file
 
 REF = "a" * 64
 TGT = "b" * 64
@@ -76,7 +77,7 @@ def test_wrong_config_class_or_seed_type_is_refused():
 
 
 def test_transfer_keys_in_bulk_equal_transfer_key_one_by_one():
-    from mtcore.keys import TransferKeys
+    from mtcore.data.keys import TransferKeys
 
     shas = [hashlib.sha256(b"a").hexdigest(), "unreadable:/data/tête \"quoted\"\\x.png", "", hashlib.sha256(b"b").hexdigest()]
     seeds = [0, 7, -3, 2**40]

@@ -1,5 +1,6 @@
 """The structure holds: no import circle between the project's modules, dependencies point one way
-(flows -> tasks -> mtcore), the ML core never imports prefect or ray, and no module grows past ~400 lines.
+(flows -> tasks -> mtcore), the ML core never imports prefect or ray, mtcore's sub-packages import only
+the layers below them (as each sub-package's docstring says), and no module grows past ~400 lines.
 
 Imports are read from the source (ast), at any depth in a module, including those inside functions:
 a lazy import that closes a circle is still a circle. Imports under `if TYPE_CHECKING:` are only
@@ -9,6 +10,9 @@ for annotations and never run, so they do not count.
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mtcore", "tasks", "flows")
 MAX_LINES = 400
+
+# mtcore's layers, bottom up, and what each may import ("errors": the package root, mtcore and
+# mtcore.errors, which every layer may import). metrics and data are side by side: neither needs the other.
+LAYERS = {
+    "errors": set(),
+    "io": {"errors"},
+    "method": {"errors", "io"},
+    "data": {"errors", "io", "method"},
+    "metrics": {"errors", "io", "method"},
+    "eval": {"errors", "io", "method", "data", "metrics"},
+    "toy": {"errors", "io", "method", "data", "metrics", "eval"},
+}
 
 
 def project_modules() -> dict[str, Path]:
@@ -126,3 +142,76 @@ def test_no_module_is_too_long():
     long = {str(p.relative_to(ROOT)): n for p in project_modules().values()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of an mtcore module ("mtcore.io.storage" -> "io"; the package root -> "errors")."""
+    parts = module.split(".")
+    if parts[0] != "mtcore":
+        return None
+    if len(parts) == 1 or parts[1] == "errors":
+        return "errors"
+    return parts[1] if parts[1] in LAYERS else "?" + parts[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports between mtcore's sub-packages that LAYERS does not allow, and modules in no layer."""
+    offenders = []
+    for name, targets in sorted(graph.items()):
+        layer = layer_of(name)
+        if layer is None:
+            continue
+        if layer.startswith("?"):
+            offenders.append(f"{name} is in no layer (put it in one of {sorted(LAYERS)})")
+            continue
+        for target in sorted(targets):
+            other = layer_of(target)
+            if other is not None and other != layer and other not in LAYERS[layer]:
+                offenders.append(f"{name} ({layer}) imports {target} ({other})")
+    return offenders
+
+
+def test_mtcore_sub_packages_import_only_the_layers_below():
+    offenders = upward_imports(import_graph())
+    assert not offenders, offenders
+
+
+def test_the_layer_check_finds_an_upward_import():
+    # the check above can fail: made-up upward imports and a stray module are found
+    assert upward_imports({"mtcore.method.models": {"mtcore.toy.model"}}) == [
+        "mtcore.method.models (method) imports mtcore.toy.model (toy)"]
+    assert upward_imports({"mtcore.io.storage": {"mtcore.data.keys"}}) == [
+        "mtcore.io.storage (io) imports mtcore.data.keys (data)"]
+    assert upward_imports({"mtcore.data.keys": {"mtcore.method.config", "mtcore", "mtcore.errors"}}) == []
+    assert upward_imports({"mtcore.stray": set()}) == ["mtcore.stray is in no layer (put it in one of "
+                                                       f"{sorted(LAYERS)})"]
+
+
+@pytest.mark.parametrize("layer", [name for name in LAYERS if name != "errors"])
+def test_each_sub_package_says_what_it_may_import(layer):
+    doc = ast.get_docstring(ast.parse((ROOT / "mtcore" / layer / "__init__.py").read_text())) or ""
+    said = re.search(r"May import: (.*?)(?:\.\s*$|\(|\n\n)", doc, re.S | re.M)
+    assert said, f"mtcore/{layer}/__init__.py: its docstring does not say what it may import"
+    named = {"errors" if n == "errors" else n for n in re.findall(r"mtcore\.(\w+)", said.group(1))}
+    assert named == LAYERS[layer], f"mtcore/{layer}: the docstring says {sorted(named)}, LAYERS {sorted(LAYERS[layer])}"
+
+
+def test_only_the_package_root_and_errors_stand_outside_the_sub_packages():
+    loose = sorted(p.name for p in (ROOT / "mtcore").glob("*.py"))
+    assert loose == ["__init__.py", "errors.py"], loose
+
+
+def test_the_library_entry_points_load_on_first_use():
+    # `import mtcore.errors` stays light (no torch); each name mtcore lists resolves to its module's object
+    code = ("import sys, mtcore, mtcore.errors; assert 'torch' not in sys.modules, 'torch imported'; "
+            "import mtcore.method.inversion, mtcore.data.catalog; "
+            "assert mtcore.invert is mtcore.method.inversion.invert; "
+            "assert mtcore.read_table is mtcore.data.catalog.read_table; "
+            "missing = [n for n in mtcore.__all__ if getattr(mtcore, n, None) is None]; assert not missing, missing; "
+            "print(len(mtcore.__all__))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 10
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import mtcore
+        mtcore.nope  # noqa: B018

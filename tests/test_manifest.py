@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtcore.config import InversionConfig, TransferConfig
+from mtcore.method.config import InversionConfig, TransferConfig
 from mtcore.errors import InputError
-from mtcore.manifest import ManifestError, load_manifest
-from mtcore.media import check_media
+from mtcore.data.manifest import ManifestError, load_manifest
+from mtcore.data.media import check_media
 
 VALID = """\
 model: ./models/tiny
@@ -204,7 +204,7 @@ def test_check_media_reports_missing_and_unreadable(tmp_path):
 
 
 def test_check_media_accepts_readable_media(tmp_path):
-    from mtcore.videoio import write_mp4
+    from mtcore.io.videoio import write_mp4
 
     rng = np.random.default_rng(0)
     write_mp4(rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8), tmp_path / "wave.mp4", fps=7)
@@ -217,7 +217,7 @@ def test_check_media_accepts_readable_media(tmp_path):
 
 
 def test_sampled_pairs_are_reproducible_and_stable_as_entries_are_added(tmp_path):
-    from mtcore.pairs import sample_targets
+    from mtcore.data.pairs import sample_targets
 
     targets = [f"t{i}" for i in range(50)]
     drawn = {r: sample_targets(r, targets, 5, seed=7) for r in ("r0", "r1", "r2")}

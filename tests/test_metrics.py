@@ -120,7 +120,7 @@ def test_mt_metrics_prints_one_json_object(tmp_path):
 
     from PIL import Image
 
-    from mtcore.videoio import write_mp4
+    from mtcore.io.videoio import write_mp4
     from tests.test_cli_core import MT
 
     write_mp4(REFERENCE, tmp_path / "ref.mp4")

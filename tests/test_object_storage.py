@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mtcore.catalog import read_table
-from mtcore.storage import Storage
+from mtcore.data.catalog import read_table
+from mtcore.io.storage import Storage
 from tests.conftest import S3_SECRET, cli_env, upload_folder, write_manifest
 
 MT = str(Path(sys.executable).with_name("mt"))
@@ -24,7 +24,7 @@ def s3_run(prefect_harness, s3_server, media, tiny_model_dir, tmp_path_factory):
     import uuid
 
     from flows.bulk import bulk_run
-    from mtcore.storage import filesystem
+    from mtcore.io.storage import filesystem
 
     bucket = f"mt-run-{uuid.uuid4().hex[:8]}"
     filesystem(f"s3://{bucket}")[0].mkdir(bucket)

@@ -6,8 +6,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from mtcore.catalog import read_table
-from mtcore.videoio import probe_video
+from mtcore.data.catalog import read_table
+from mtcore.io.videoio import probe_video
 from tests.conftest import write_manifest
 
 
@@ -125,7 +125,7 @@ def test_every_new_transfer_is_measured_and_joins_on_transfer_key(two_by_two):
 
 
 def test_a_new_metrics_version_plans_only_what_it_lacks(two_by_two):
-    from mtcore.manifest import load_manifest
+    from mtcore.data.manifest import load_manifest
     from mtcore.metrics import METRICS_VERSION
     from tasks.plan import plan_run
 
@@ -137,7 +137,7 @@ def test_a_new_metrics_version_plans_only_what_it_lacks(two_by_two):
 
 
 def test_two_missing_files_keep_their_own_keys_and_rows(media, tmp_path, tiny_model_dir):
-    from mtcore.manifest import load_manifest
+    from mtcore.data.manifest import load_manifest
     from tasks.plan import plan_run
 
     manifest = write_manifest(tmp_path, {"gone": tmp_path / "gone.mp4", "lost": tmp_path / "lost.mp4"},

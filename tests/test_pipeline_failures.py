@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcore.catalog import append_rows, store_path
-from mtcore.keys import transfer_key
-from mtcore.manifest import load_manifest
+from mtcore.data.catalog import append_rows, store_path
+from mtcore.data.keys import transfer_key
+from mtcore.data.manifest import load_manifest
 from tasks.plan import FEW, plan_run
 from tasks.rows import embedding_row, transfer_row
 from tests.conftest import write_manifest
@@ -44,7 +44,7 @@ def test_planned_transfers_are_the_keys_transfer_key_gives_one_by_one(tmp_path):
     plan = plan_run(manifest, tmp_path / "out")
     assert len(plan.transfers_todo) == 3 * 15 * 2 and len(plan.transfers_todo.parts) == 3
     by_id = {t.id: t for t in manifest.targets}
-    from mtcore.keys import sha256_file
+    from mtcore.io.fileio import sha256_file
 
     for job in plan.transfers_todo:
         want = transfer_key(job.embedding_key, sha256_file(by_id[job.target_id].path), manifest.transfer, job.seed)
@@ -65,7 +65,7 @@ def test_a_cached_rerun_lists_the_store_and_still_finds_a_deleted_artifact(tmp_p
     store_path(out, "transfers", deleted.key).unlink()
     store_path(out, "embeddings", first.inversions_todo[1].key).unlink()
 
-    from mtcore import storage as storage_module
+    from mtcore.io import storage as storage_module
 
     asked = []
     real_exists = storage_module.Storage.exists

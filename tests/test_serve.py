@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 

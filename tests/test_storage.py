@@ -16,9 +16,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from mtcore.catalog import append_rows, compact, ok_keys, part_files, read_table
-from mtcore.locations import inside, join, normalize, parent, resolve
-from mtcore.storage import Storage, local_copy, read_input, sha256_input, storage
+from mtcore.data.catalog import append_rows, compact, ok_keys, part_files, read_table
+from mtcore.io.locations import inside, join, normalize, parent, resolve
+from mtcore.io.storage import Storage, local_copy, read_input, sha256_input, storage
 from tasks.claims import Claims
 
 KEY = "ab" + "0" * 62
@@ -179,7 +179,7 @@ def test_catalog_on_s3_appends_compacts_and_reads_in_place(bucket, s3_server):
 
 
 def test_a_manifest_in_a_bucket_resolves_media_there_and_keeps_allow_outside(bucket, tmp_path):
-    from mtcore.manifest import ManifestError, load_manifest
+    from mtcore.data.manifest import ManifestError, load_manifest
 
     store = Storage(f"s3://{bucket}/in")
 
@@ -210,7 +210,7 @@ def test_the_store_is_listed_per_folder(root):
 
     import numpy as np
 
-    from mtcore.catalog import store_relpath
+    from mtcore.data.catalog import store_relpath
     from tasks.plan import FEW, stored_mask
 
     keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(FEW + 9)]

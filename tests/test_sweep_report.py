@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from tests.conftest import cli_env, write_manifest
 from tests.test_cli_core import MT
 
@@ -18,7 +18,7 @@ from tests.test_cli_core import MT
 @pytest.fixture(scope="module")
 def sweep(prefect_harness, media, tmp_path_factory, tiny_model_dir):
     from flows.bulk import bulk_run
-    from mtcore.svd import init_tiny_model
+    from mtcore.method.svd import init_tiny_model
 
     other = init_tiny_model(tmp_path_factory.mktemp("models") / "other", seed=1)
     folder = tmp_path_factory.mktemp("sweep")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from mtcore.config import InversionConfig, TransferConfig
-from mtcore.identity import DEFAULT_MODEL
+from mtcore.method.config import InversionConfig, TransferConfig
+from mtcore.method.identity import DEFAULT_MODEL
 from mtcore.toy.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")
 def toy_model():
-    from mtcore.models import load_model
+    from mtcore.method.models import load_model
 
     m = load_model(DEFAULT_MODEL, device="cpu", dtype="fp32")
     if type(m.unet).__name__ != "ToyUNet":

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtcore.models import load_model
+from mtcore.method.models import load_model
 from mtcore.toy.model import PixelShuffleVAE, build_toy_pipeline
 from mtcore.toy.train import ToyTrainConfig, Trainer
 
@@ -41,7 +41,7 @@ def test_toy_pipeline_round_trips_through_from_pretrained(tmp_path):
     # the zero-projection image encoder gives SVD's unconditional embedding for any image
     from PIL import Image
 
-    from mtcore.conditioning import clip_embed
+    from mtcore.method.conditioning import clip_embed
 
     img = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
     assert not clip_embed(m, [img]).any()

@@ -5,6 +5,8 @@
 - temporal (`temporal.py`): warping error under optical flow, and the mean frame-to-frame change.
 `compute_metrics` gives all of them as one flat dict whose keys are the columns of catalog/metrics.
 METRICS_VERSION changes whenever a value would change; the pipeline computes what a version lacks.
+
+May import: mtcore.errors, mtcore.io, mtcore.method (the model's CLIP image encoder).
 """
 
 from __future__ import annotations

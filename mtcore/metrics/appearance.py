@@ -53,7 +53,7 @@ def clip_similarity(encoder: Encoder | None, target: np.ndarray, output: np.ndar
 
 
 def model_encoder(model) -> Encoder:
-    """The model's own CLIP image encoder (mtcore.models.SVDModel) as an Encoder."""
-    from mtcore.conditioning import clip_embed
+    """The model's own CLIP image encoder (mtcore.method.models.SVDModel) as an Encoder."""
+    from mtcore.method.conditioning import clip_embed
 
     return lambda images: clip_embed(model, images).float().cpu().numpy()

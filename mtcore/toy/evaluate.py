@@ -32,15 +32,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from mtcore.config import InversionConfig, TransferConfig
-from mtcore.embedding import MotionEmbedding
-from mtcore.frames import uint8_to_signed, unit_to_uint8
-from mtcore.inversion import invert_batch
+from mtcore.method.config import InversionConfig, TransferConfig
+from mtcore.method.embedding import MotionEmbedding
+from mtcore.io.frames import uint8_to_signed, unit_to_uint8
+from mtcore.method.inversion import invert_batch
 from mtcore.metrics.appearance import psnr
 from mtcore.metrics.motion import motion_fidelity
-from mtcore.models import SVDModel
-from mtcore.sampling import transfer
-from mtcore.sheet import save_contact_sheet
+from mtcore.method.models import SVDModel
+from mtcore.method.sampling import transfer
+from mtcore.eval.sheet import save_contact_sheet
 from mtcore.toy import photos
 from mtcore.toy.scenes import CAMERA_KINDS, FAMILIES, SPRITE_KINDS, Scene, SceneConfig, sample_scene
 from mtcore.toy.tokens import motion_tokens, scene_tokens

@@ -28,7 +28,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from mtcore.svd import CLIPImageProcessor, svd_scheduler
+from mtcore.method.svd import CLIPImageProcessor, svd_scheduler
 
 
 class ToyUNet(UNetSpatioTemporalConditionModel):

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtcore.conditioning import time_ids
-from mtcore.config import SVD_FPS, SVD_MOTION_BUCKET_ID, SVD_NOISE_AUG_STRENGTH
-from mtcore.fileio import atomic_write, write_text
-from mtcore.frames import uint8_to_signed
-from mtcore.inversion import edm_denoise, weighted_loss
-from mtcore.models import SVDModel
-from mtcore.routing import MotionRouting
+from mtcore.method.conditioning import time_ids
+from mtcore.method.config import SVD_FPS, SVD_MOTION_BUCKET_ID, SVD_NOISE_AUG_STRENGTH
+from mtcore.io.fileio import atomic_write, write_text
+from mtcore.io.frames import uint8_to_signed
+from mtcore.method.inversion import edm_denoise, weighted_loss
+from mtcore.method.models import SVDModel
+from mtcore.method.routing import MotionRouting
 from mtcore.toy import photos
 from mtcore.toy.model import build_toy_pipeline
 from mtcore.toy.scenes import SceneConfig, sample_scene

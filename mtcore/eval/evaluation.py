@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mtcore.catalog import read_table
-from mtcore.config import InversionConfig, TransferConfig, config_to_dict
+from mtcore.data.catalog import read_table
+from mtcore.method.config import InversionConfig, TransferConfig, config_to_dict
 
 SUMMARY_METRICS = ("motion_fidelity", "psnr_first", "ssim_first", "clip_first", "clip_avg", "warp_error", "frame_change")
 """Metrics summarised per group (mean, std, count)."""

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from mtcore.errors import InputError
-from mtcore.storage import is_url, normalize, reason, storage
+from mtcore.io.storage import is_url, normalize, reason, storage
 
 
 def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> str:
@@ -36,7 +36,7 @@ def check_output_root(out: str | os.PathLike, min_free_bytes: int = 0) -> str:
         except Exception as exc:  # missing bucket, no credentials, endpoint down (after the client's retries)
             raise InputError(location, f"cannot be written ({reason(exc)})") from None
         return location
-    from mtcore.fileio import _tag, atomic_write
+    from mtcore.io.fileio import _tag, atomic_write
 
     out = Path(normalize(out))
     try:

@@ -11,7 +11,7 @@ need (create only if absent: `If-None-Match: *`; replace or delete only if uncha
 which pyarrow.fs does not expose; and the same object is what pandas and DuckDB are handed.
 
 Atomicity: a local file is written under a hidden temporary name and renamed into place
-(`mtcore.fileio.atomic_write`); an object is one PUT, or a multipart upload completed last
+(`mtcore.io.fileio.atomic_write`); an object is one PUT, or a multipart upload completed last
 (files over 50 MiB): either way it is visible only when complete, with no rename.
 
 Credentials and endpoints come from the standard AWS variables or profile (AWS_ACCESS_KEY_ID,
@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from mtcore.errors import InputError
-from mtcore.locations import inside, is_url, join, located, normalize, parent, resolve  # noqa: F401  (re-exported)
+from mtcore.io.locations import inside, is_url, join, located, normalize, parent, resolve  # noqa: F401  (re-exported)
 
 def _s3_options() -> dict:
     """s3fs settings: no listings cache (other runs write the same prefixes) and botocore's own retries."""
@@ -190,7 +190,7 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes) -> str:
         """Write a file whole (atomic: rename locally, one PUT on object stores); its location."""
         if not self.remote:
-            from mtcore.fileio import atomic_write
+            from mtcore.io.fileio import atomic_write
 
             atomic_write(self.path(rel), lambda tmp: tmp.write_bytes(data), suffix=".tmp")
         else:
@@ -204,7 +204,7 @@ class Storage:
         picks the container from it)."""
         suffix = posixpath.splitext(rel)[1] if suffix is None else suffix
         if not self.remote:
-            from mtcore.fileio import atomic_path
+            from mtcore.io.fileio import atomic_path
 
             with atomic_path(self.path(rel), suffix) as tmp:
                 yield tmp
@@ -315,7 +315,7 @@ def read_input(location: str | os.PathLike) -> bytes:
 
 def sha256_input(location: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (local or URL), streamed in 1 MiB chunks; OSError when unreadable."""
-    from mtcore.keys import sha256_file, sha256_stream
+    from mtcore.io.fileio import sha256_file, sha256_stream
 
     if not is_url(location):
         return sha256_file(normalize(location))

@@ -2,7 +2,7 @@
 
 Structural problems (bad YAML, unknown keys, wrong types, duplicate or unknown ids, paths
 escaping the manifest folder) refuse the whole manifest, all reported at once. Problems of
-single items (missing or unreadable media) are found by `mtcore.media.check_media`, so a run can skip them.
+single items (missing or unreadable media) are found by `mtcore.data.media.check_media`, so a run can skip them.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mtcore.config import InversionConfig, TransferConfig, parse_config
+from mtcore.method.config import InversionConfig, TransferConfig, parse_config
 from mtcore.errors import InputError, ProblemsError, did_you_mean
-from mtcore.identity import local_candidate, locate_model
-from mtcore.pairs import Pairs, sample_targets
-from mtcore.storage import inside, is_url, normalize, parent, read_input, resolve
-from mtcore.yamlio import parse_yaml
+from mtcore.method.identity import local_candidate, locate_model
+from mtcore.data.pairs import Pairs, sample_targets
+from mtcore.io.storage import inside, is_url, normalize, parent, read_input, resolve
+from mtcore.io.yamlio import parse_yaml
 
 # Ids end up in file names and log lines: no leading dot or dash, no separators.
 _ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -35,7 +35,7 @@ class Item:
     id: str
     """Unique within its list; [A-Za-z0-9_.-], not starting with '.' or '-'."""
     path: Path | str
-    """Absolute and normalised (a Path), or a URL (a str: mtcore.storage); relative paths are resolved
+    """Absolute and normalised (a Path), or a URL (a str: mtcore.io.storage); relative paths are resolved
     against the manifest's folder, which may itself be a URL."""
     index: int
     """Position in its list (references or targets) in the manifest."""
@@ -73,7 +73,7 @@ class Manifest:
     targets: tuple[Item, ...]
     """Target images, in manifest order."""
     pairs: Pairs
-    """(reference id, target id) in manifest order, held per reference (mtcore.pairs.Pairs); `cross` =
+    """(reference id, target id) in manifest order, held per reference (mtcore.data.pairs.Pairs); `cross` =
     every reference x every target; `{per_reference: K, seed: S}` = K targets per reference drawn by
     hash (`sample_targets`)."""
     seeds: tuple[int, ...]

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from mtcore.errors import InputError
-from mtcore.evaluation import SUMMARY_METRICS, latest_rows, load_results, to_records
-from mtcore.storage import filesystem, local_copy, normalize, storage
-from mtcore.frames import signed_to_uint8
+from mtcore.eval.evaluation import SUMMARY_METRICS, latest_rows, load_results, to_records
+from mtcore.io.storage import filesystem, local_copy, normalize, storage
+from mtcore.io.frames import signed_to_uint8
 from mtcore import METRICS_VERSION
-from mtcore.videoio import probe_video, read_image, read_video, write_mp4
+from mtcore.io.videoio import probe_video, read_image, read_video, write_mp4
 
 
 PAGE_FIELDS = ("transfer_key", "reference_id", "target_id", "seed", "model_label", "config_label", *SUMMARY_METRICS,

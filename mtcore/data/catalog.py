@@ -4,7 +4,7 @@
     OUT/store/videos/<key[:2]>/<key>.mp4               transferred videos
     OUT/catalog/<table>/part-<UTC time>-<uuid8>.parquet  append-only rows, one file per append
 
-OUT is a local folder or an object-store URL (mtcore.storage). Appends never rewrite a file, so
+OUT is a local folder or an object-store URL (mtcore.io.storage). Appends never rewrite a file, so
 concurrent workers need no lock; every file is written whole (aside and renamed locally, one PUT on
 object stores), so readers (this module, pandas, DuckDB) never see a partial file.
 """
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from mtcore.storage import join, located, storage
+from mtcore.io.storage import join, located, storage
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -35,7 +35,7 @@ def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
 
 
 EMBEDDINGS = pa.schema([
-    _f("embedding_key", pa.string()),  # mtcore.keys.embedding_key
+    _f("embedding_key", pa.string()),  # mtcore.data.keys.embedding_key
     _f("reference_id", pa.string()),  # id in the manifest
     _f("reference_sha256", pa.string()),  # sha256 of the reference video's bytes
     _f("model_id", pa.string()),  # model identity, "hub:<id>@<rev>" or "local:<sha256>"
@@ -55,7 +55,7 @@ EMBEDDINGS = pa.schema([
 """One row per inversion attempt (ok or failed)."""
 
 TRANSFERS = pa.schema([
-    _f("transfer_key", pa.string()),  # mtcore.keys.transfer_key
+    _f("transfer_key", pa.string()),  # mtcore.data.keys.transfer_key
     _f("embedding_key", pa.string()),
     _f("reference_id", pa.string()),
     _f("target_id", pa.string()),

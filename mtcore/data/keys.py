@@ -8,28 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from typing import Any, BinaryIO, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from mtcore import CODE_VERSION
-from mtcore.config import InversionConfig, TransferConfig, config_to_dict
-
-_CHUNK = 1 << 20  # 1 MiB: reference videos can be large, never read one whole into memory
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    with open(path, "rb") as f:
-        return sha256_stream(f)
-
-
-def sha256_stream(f: BinaryIO) -> str:
-    """Hex sha256 of what an open binary file yields, read in 1 MiB chunks (local files, fsspec files)."""
-    h = hashlib.sha256()
-    for chunk in iter(lambda: f.read(_CHUNK), b""):
-        h.update(chunk)
-    return h.hexdigest()
-
+from mtcore.method.config import InversionConfig, TransferConfig, config_to_dict
 
 def _digest(doc: dict[str, Any]) -> str:
     # sort_keys + fixed separators make the JSON canonical; allow_nan=False refuses NaN/inf,
@@ -52,7 +34,7 @@ def embedding_key(
 ) -> str:
     """Key of the motion embedding inverted from one reference video.
 
-    `model_id` is the model identity ("hub:<id>@<rev>" or "local:<sha256>", see mtcore.models).
+    `model_id` is the model identity ("hub:<id>@<rev>" or "local:<sha256>", see mtcore.method.models).
     The inversion config includes its `seed`, so another seed is another embedding.
     """
     _require(inversion_config, InversionConfig, "inversion_config")
@@ -131,4 +113,4 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-__all__ = ["sha256_file", "sha256_stream", "embedding_key", "transfer_key", "TransferKeys"]
+__all__ = ["embedding_key", "transfer_key", "TransferKeys"]

@@ -4,14 +4,14 @@ their own rows in a run."""
 from __future__ import annotations
 
 from mtcore.errors import InputError
-from mtcore.manifest import Manifest
+from mtcore.data.manifest import Manifest
 
 
 def check_media(manifest: Manifest) -> dict[str, str]:
     """Problems of single items: {"reference:<id>" | "target:<id>": one-line problem}; empty if all readable."""
     # Imported here: videoio pulls in torch and ffmpeg, which validating a manifest does not need.
-    from mtcore.storage import local_copy
-    from mtcore.videoio import probe_video, read_image
+    from mtcore.io.storage import local_copy
+    from mtcore.io.videoio import probe_video, read_image
 
     problems = {}
     for kind, items, check in (("reference", manifest.references, probe_video),

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mtcore.catalog import read_table
+from mtcore.data.catalog import read_table
 from mtcore.errors import InputError
-from mtcore.storage import is_url, local_copy, normalize, storage
-from mtcore.frames import signed_to_uint8
-from mtcore.videoio import read_frames, read_video
+from mtcore.io.storage import is_url, local_copy, normalize, storage
+from mtcore.io.frames import signed_to_uint8
+from mtcore.io.videoio import read_frames, read_video
 
 
 def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale: int = 1) -> Path | str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from mtcore.models import SVDModel
+from mtcore.method.models import SVDModel
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Reading reference videos and target images, writing H.264 mp4: the only disk IO of media.
 
-Frame policy for a reference video (documented in the README):
+Frame policy for a reference video (documented in docs/method.md):
 - decode with ffmpeg (any format ffmpeg reads, an animated GIF too), as RGB, streaming: only the
   frames kept are held, each already resized, so a huge frame size costs one frame of memory;
 - pick F frame indices: "uniform" = round(linspace(0, n - 1, F)) over the whole clip
@@ -33,8 +33,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 
 from mtcore.errors import InputError
-from mtcore.fileio import atomic_write, require_file
-from mtcore.frames import uint8_to_signed, unit_to_uint8
+from mtcore.io.fileio import atomic_write, require_file
+from mtcore.io.frames import uint8_to_signed, unit_to_uint8
 
 
 def ffmpeg_exe() -> str:

@@ -2,7 +2,7 @@
 
 SVD's scheduler settings, the CLIP image processor class, and tiny randomly initialised SVD
 pipelines with the real architecture (for tests and CPU trials). No project module above this
-one is imported here, so `mtcore.models` and `mtcore.toy.model` can both use it.
+one is imported here, so `mtcore.method.models` and `mtcore.toy.model` can both use it.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from mtcore.conditioning import clip_embed, time_ids
-from mtcore.config import TransferConfig, validate_config
-from mtcore.embedding import MotionEmbedding
+from mtcore.method.conditioning import clip_embed, time_ids
+from mtcore.method.config import TransferConfig, validate_config
+from mtcore.method.embedding import MotionEmbedding
 from mtcore.errors import EmbeddingMismatch
-from mtcore.models import SVDModel
+from mtcore.method.models import SVDModel
 
 StepFn = Callable[[int, int], None]  # (step done, total steps)
 

@@ -6,7 +6,7 @@ Objective = SVD's training loss (EDM preconditioning with v-prediction):
   loss = (1 + sigma^2) / sigma^2 * mean((D(x) - x0)^2)
 with c_in = 1/sqrt(s^2+1), c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1), c_noise = ln(s)/4, and the
 conditioning (first) frame noise-augmented with ln(sigma_cond) ~ N(cond_p_mean, cond_p_std^2).
-Constants are in `mtcore.config.InversionConfig`.
+Constants are in `mtcore.method.config.InversionConfig`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Callable
 
 import torch
 
-from mtcore.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
-from mtcore.config import InversionConfig, config_to_dict, validate_config
-from mtcore.embedding import MotionEmbedding, initial_tokens
+from mtcore.method.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
+from mtcore.method.config import InversionConfig, config_to_dict, validate_config
+from mtcore.method.embedding import MotionEmbedding, initial_tokens
 from mtcore.errors import InputError
-from mtcore.frames import signed_to_pil
-from mtcore.models import SVDModel
-from mtcore.videoio import read_video
+from mtcore.io.frames import signed_to_pil
+from mtcore.method.models import SVDModel
+from mtcore.io.videoio import read_video
 
 ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
 
@@ -234,7 +234,7 @@ def invert_fitting(
     """`invert_batch` over as many references at a time as the device holds; same results, in order.
 
     On a CUDA device the batch is sized from its free memory and the model's own UNet counted on the
-    meta device (mtcore.gpuplan.references_that_fit), and halved again if a step still runs out of
+    meta device (mtcore.method.gpuplan.references_that_fit), and halved again if a step still runs out of
     memory; on a CPU (or with no size known) every reference goes in one batch. `free_bytes` overrides
     the device's figure. A batch gives each reference the embedding it would get alone, so how the
     references are cut into batches changes no result.
@@ -244,7 +244,7 @@ def invert_fitting(
     if free_bytes is None and model.device.type == "cuda":
         free_bytes = torch.cuda.mem_get_info(model.device)[0]
     if free_bytes is not None and references:
-        from mtcore.gpuplan import references_that_fit
+        from mtcore.method.gpuplan import references_that_fit
 
         full = model.resolve(config)
         half = config.autocast_bf16 or model.dtype in (torch.float16, torch.bfloat16)

@@ -1,12 +1,14 @@
 """Loading Stable Video Diffusion pipelines for inversion and transfer.
 
 Every model, real or toy, goes through `StableVideoDiffusionPipeline.from_pretrained` (a local
-folder or a hub id + revision); its identity comes from `mtcore.identity`. The SVD building
-blocks and tiny random pipelines for tests live in `mtcore.svd`.
+folder or a hub id + revision); its identity comes from `mtcore.method.identity`. The SVD building
+blocks and tiny random pipelines for tests live in `mtcore.method.svd`.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,10 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
 
-from mtcore.config import Config, resolve
+from mtcore.method.config import Config, resolve
 from mtcore.errors import InputError
-from mtcore.identity import DEFAULT_MODEL, is_local, locate_model, model_identity
-from mtcore.routing import MotionRouting
+from mtcore.method.identity import DEFAULT_MODEL, is_local, locate_model, model_identity
+from mtcore.method.routing import MotionRouting
 
 
 @dataclass
@@ -105,6 +107,26 @@ def load_count() -> int:
     return _LOADS
 
 
+def import_project_components(folder: str | os.PathLike) -> None:
+    """Import the project's own component modules a local pipeline folder names in its model_index.json.
+
+    diffusers loads a component class from a module only once that module is imported (it never imports
+    a module a downloaded file names). The toy models name theirs (`["mtcore.toy.model", "ToyUNet"]`),
+    so the modules under `mtcore.` that a folder names are imported here, and no other: loading stays
+    closed to code outside the project, and the method package needs no import of the toy package.
+    """
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        return
+    try:
+        entries = json.loads(index.read_text()).values()
+    except (OSError, ValueError):
+        return  # from_pretrained reports the unreadable file
+    for entry in entries:
+        if isinstance(entry, list) and entry and isinstance(entry[0], str) and entry[0].startswith("mtcore."):
+            importlib.import_module(entry[0])
+
+
 def load_model(
     model: str | os.PathLike | None = None,
     revision: str | None = None,
@@ -132,9 +154,7 @@ def load_model(
     model_id = model_identity(model, revision)
     src = str(Path(model).expanduser().resolve()) if is_local(model) else str(model)
     _quiet_libraries()
-    # The toy model's classes are named in its model_index.json: from_pretrained imports them by
-    # module path, which only works once the module is importable; importing it here registers nothing else.
-    import mtcore.toy.model  # noqa: F401
+    import_project_components(src)
 
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(src, revision=revision, dtype=dt)
@@ -156,4 +176,4 @@ def load_model(
     return SVDModel(pipe=pipe, model_id=model_id, routing=routing, device=dev, dtype=dt)
 
 
-__all__ = ["SVDModel", "load_model", "load_count", "pick_device", "parse_dtype"]
+__all__ = ["SVDModel", "load_model", "import_project_components", "load_count", "pick_device", "parse_dtype"]

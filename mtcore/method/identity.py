@@ -15,8 +15,8 @@ from pathlib import Path
 
 from mtcore.errors import InputError
 
-# The CPU default: the trained toy model (see README "The toy model"), a complete SVD pipeline folder.
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "toy-svd"
+# The CPU default: the trained toy model (see docs/toy-model.md), a complete SVD pipeline folder.
+DEFAULT_MODEL = Path(__file__).parents[1] / "assets" / "toy-svd"
 
 # Files whose bytes define a local model (configs and weights); anything else in the folder is ignored.
 _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".txt")

@@ -9,13 +9,14 @@ leftovers of a killed process can be told from files another live process is wri
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from mtcore.errors import InputError
 
@@ -28,6 +29,23 @@ FOREIGN_TMP_AGE = 24 * 3600.0
 def _tag() -> str:
     """`<host>-<pid>-<uuid8>`: which process names a temporary file, unique per call."""
     return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+_CHUNK = 1 << 20  # 1 MiB: reference videos can be large, never read one whole into memory
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    with open(path, "rb") as f:
+        return sha256_stream(f)
+
+
+def sha256_stream(f: BinaryIO) -> str:
+    """Hex sha256 of what an open binary file yields, read in 1 MiB chunks (local files, fsspec files)."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def require_file(path: str | os.PathLike) -> Path:
@@ -118,4 +136,4 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
     return removed
 
 
-__all__ = ["atomic_write", "atomic_path", "write_text", "remove_stale_temporaries", "process_alive", "temporary_name"]
+__all__ = ["sha256_file", "sha256_stream", "atomic_write", "atomic_path", "write_text", "remove_stale_temporaries", "process_alive", "temporary_name"]

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from mtcore import CODE_VERSION
 from mtcore.errors import EmbeddingMismatch, InputError
-from mtcore.fileio import atomic_write, require_file
+from mtcore.io.fileio import atomic_write, require_file
 
 FORMAT = "motion-transfer/motion-embedding"
 FORMAT_VERSION = "1"
