@@ -10,7 +10,6 @@ in the store; frames are enlarged (nearest neighbour) so that 16-px videos can b
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -25,6 +25,7 @@ from tasks.invert import invert_stage
 from tasks.measure import metrics_stage
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.results import RunSummary, StageResult
+from tasks.retry import retry_stage
 from tasks.run import plan_stage, record_run
 from tasks.transfer import transfer_stage
 from tasks.upkeep import compact_stage
@@ -127,6 +128,9 @@ def bulk_run(
                                                              claims, feed)
                     inverted, transferred = inverting_run.result(), transferring_run.result()
                     measured = measured.merge(metrics_stage(transferrers, part, out, run_id, claims))
+                    if plan.retry is not None and plan.metrics:  # more seeds for pairs whose outputs fail
+                        more, more_measured = retry_stage(transferrers, part, model, out, batch_size, run_id, claims)
+                        transferred, measured = transferred.merge(more), measured.merge(more_measured)
                     worker_stats += inverters.stats() + (transferrers.stats() if transferring != inverting else [])
                 inversions, transfers = inversions.merge(inverted), transfers.merge(transferred)
     finally:

@@ -25,7 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # (CI) went past 20 s and failed the command before any work. Wait up to 180 s; a user's own value wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from flows import cli_eval  # noqa: E402  (after the environment above)
+from flows import cli_eval, cli_export  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
 from flows.console import guarded, print_summary, progress_bar, require_catalog  # noqa: E402
 from mtcore.method.config import InversionConfig  # noqa: E402  (light: defaults for the options)
@@ -41,6 +41,7 @@ app.command("metrics")(cli_eval.metrics)
 app.command("evaluate")(cli_eval.evaluate)
 app.command("report")(cli_eval.report)
 app.command("plan-gpu")(cli_eval.plan_gpu)
+app.command("export")(cli_export.export)
 
 def quiet_ephemeral_prefect() -> None:
     """Without PREFECT_API_URL, Prefect starts a temporary server for the run: its logs then go to the
@@ -205,10 +206,10 @@ def validate(manifest: str = typer.Argument(..., help="Manifest YAML file (a pat
 
     Exit status: 0 all good, 1 some media missing or unreadable, 2 the manifest itself is invalid.
     """
-    from mtcore.data.manifest import load_manifest
     from mtcore.data.media import check_media
+    from mtcore.data.samples import check_manifest
 
-    loaded = load_manifest(manifest)
+    loaded = check_manifest(manifest)
     typer.echo(f"{manifest}: {len(loaded.references)} reference videos, {len(loaded.targets)} target images, "
                f"{len(loaded.pairs)} pairs x {len(loaded.seeds)} seeds = {len(loaded.pairs) * len(loaded.seeds)} "
                f"transfers; model: {loaded.model or 'built-in default'}")
@@ -261,8 +262,8 @@ def run(
     resources and counts (inversions need far more GPU memory than transfers).
     Exit status 1 when any row failed (see the summary and catalog error columns).
     """
+    from mtcore.data.samples import check_manifest
     from mtcore.io.outroot import check_output_root
-    from mtcore.data.manifest import load_manifest
 
     # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
     worker_resources = parse_resources(resources)
@@ -270,7 +271,7 @@ def run(
                      "resources": parse_resources(text, f"--{stage}-resources") if text else None}
              for stage, gpus, count, text in (("invert", invert_gpus, invert_workers, invert_resources),
                                               ("transfer", transfer_gpus, transfer_workers, transfer_resources))}
-    load_manifest(manifest)
+    check_manifest(manifest)
     out = check_output_root(out, int(min_free_mb * 2**20))
     if ray_address is None:
         local_only()

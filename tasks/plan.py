@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from mtcore.data.catalog import metric_key_array, ok_key_array, store_folder, store_relpath
 from mtcore.method.identity import DEFAULT_MODEL, model_identity
 from mtcore.data.keys import TransferKeys, embedding_key
+from mtcore.data.labels import Retry
 from mtcore.data.manifest import Item, Manifest
 from mtcore.io.storage import reason, sha256_input, storage
 from tasks.items import InversionJob, PlannedModel, PlannedTarget, TransferJob, Transfers, TransferSet
@@ -40,6 +41,8 @@ class Plan:
     """The models, in manifest order."""
     metrics: bool = True
     """Whether new transfers are measured and missing metrics of cached ones filled in."""
+    retry: Retry | None = None
+    """The manifest's `retry:` (tasks.retry): more seeds for the pairs whose outputs fail its condition."""
     inversions_todo: list[InversionJob] = field(default_factory=list)
     """Embeddings to compute, each key once."""
     inversions_cached: list[InversionJob] = field(default_factory=list)
@@ -151,7 +154,7 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
     out = str(out)
     models = [PlannedModel(m.model or str(DEFAULT_MODEL), m.revision, model_identity(m.model or DEFAULT_MODEL, m.revision))
               for m in manifest.models]
-    plan = Plan(str(manifest.path), manifest.sha256, models, metrics=manifest.metrics)
+    plan = Plan(str(manifest.path), manifest.sha256, models, metrics=manifest.metrics, retry=manifest.retry)
     ref_sha, tgt_sha = _hash_items(manifest.references), _hash_items(manifest.targets)
     targets = tuple(PlannedTarget(t.id, str(t.path), tgt_sha[t.id] if isinstance(tgt_sha[t.id], str) else "",
                                   f"{manifest.file_name}: targets[{t.index}].path") for t in manifest.targets)

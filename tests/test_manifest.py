@@ -244,3 +244,54 @@ def test_sampled_pairs_are_reproducible_and_stable_as_entries_are_added(tmp_path
         load_manifest(path)
     assert any("pairs: unknown key 'sed' (did you mean 'seed'?)" in p for p in caught.value.problems)
     assert any("pairs.per_reference: must be a positive integer, got 0" in p for p in caught.value.problems)
+
+
+def test_labels_dataset_and_retry_are_read_and_bad_ones_refused_one_line_each(tmp_path):
+    good = write(tmp_path, """\
+        references:
+          - {id: wave, path: v.mp4, labels: {action: waving, score: 3, hard: true, weight: 0.5}}
+        targets:
+          - {id: cat, path: c.png}
+        dataset: {name: waves, license: cc-by-4.0}
+        retry: {where: "motion_fidelity >= 0.6", max_seeds: 4}
+        """)
+    m = load_manifest(good)
+    assert m.references[0].labels == (("action", "waving"), ("hard", True), ("score", 3), ("weight", 0.5))
+    assert m.targets[0].labels == ()
+    assert (m.dataset.name, m.dataset.license, m.dataset.description) == ("waves", "cc-by-4.0", "")
+    assert (m.retry.where, m.retry.max_seeds, m.retry.seeds(m.seeds[0])) == ("motion_fidelity >= 0.6", 4, (0, 1, 2, 3))
+    bad = write(tmp_path, f"""\
+        references:
+          - {{id: wave, path: v.mp4, labels: {{action: {{nested: 1}}, Caption: x, id: 3}}}}
+        targets:
+          - {{id: cat, path: c.png, labels: {{caption: "{'x' * 1001}"}}}}
+          - {{id: dog, path: d.png, labels: [a, b]}}
+        dataset: {{name: waves, licence: mit}}
+        retry: {{where: "", max_seeds: 0}}
+        metrics: false
+        """, "bad.yaml")
+    found = problems(bad)
+    expected = ["references[0].labels.action: must be a string, number or boolean, got dict",
+                "references[0].labels: label name 'Caption' must be lower-case",
+                "references[0].labels.id: 'id' is reserved",
+                "targets[0].labels.caption: too long: 1001 characters (at most 1000)",
+                "targets[1].labels: must be a mapping", "dataset: unknown key 'licence'",
+                "retry.where: must be a condition", "retry.max_seeds: must be an integer from 1 to 64"]
+    for text in expected:
+        assert sum(text in line for line in found) == 1, (text, found)
+    assert all(line.startswith(f"{bad}: ") and "\n" not in line for line in found)
+
+
+def test_labels_are_in_no_cache_key(tmp_path):
+    from tasks.plan import plan_run
+
+    for name, labels in (("a", ""), ("b", ", labels: {action: jumping, license: cc0-1.0}")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "v.mp4").write_bytes(b"video")
+        (folder / "c.png").write_bytes(b"image")
+        write(folder, f"references:\n  - {{id: wave, path: v.mp4{labels}}}\ntargets:\n  - {{id: cat, path: c.png{labels}}}\n")
+    keys = [list(plan_run(load_manifest(tmp_path / n / "demo.yaml"), str(tmp_path / "out")).transfers_todo.keys())
+            + [j.key for j in plan_run(load_manifest(tmp_path / n / "demo.yaml"), str(tmp_path / "out")).inversions_todo]
+            for n in ("a", "b")]
+    assert keys[0] == keys[1] and len(keys[0]) == 2

@@ -18,7 +18,7 @@ import time
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -153,10 +153,12 @@ def store_path(out: str | os.PathLike, table: str, key: str) -> Path | str:
     return located(join(out, store_relpath(table, key)))
 
 
-def _schema(table: str) -> pa.Schema:
+def _schema(table: str, dictionary: Sequence[str] = ()) -> pa.Schema:
+    """A table's schema; `dictionary`: these string columns as dictionaries (how they are read)."""
     if table not in SCHEMAS:
         raise ValueError(f"unknown catalog table {table!r}; expected one of {', '.join(SCHEMAS)}")
-    return SCHEMAS[table]
+    return pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type), f.nullable) if f.name in dictionary
+                      else f for f in SCHEMAS[table]]) if dictionary else SCHEMAS[table]
 
 
 def _check_row(table: str, schema: pa.Schema, i: int, row: dict[str, Any]) -> None:
@@ -222,23 +224,24 @@ def _part_names(out: str | os.PathLike, table: str) -> list[str]:
             if rel.rsplit("/", 1)[-1].startswith("part-") and rel.endswith(".parquet")]
 
 
-def _dataset(out: str | os.PathLike, table: str) -> ds.Dataset | None:
+def _dataset(out: str | os.PathLike, table: str, dictionary: Sequence[str] = ()) -> ds.Dataset | None:
     names = _part_names(out, table)
-    return _parts_dataset(storage(str(out)), table, names) if names else None
+    return _parts_dataset(storage(str(out)), table, names, dictionary) if names else None
 
 
-def _parts_dataset(store, table: str, names: list[str]) -> ds.Dataset:
+def _parts_dataset(store, table: str, names: list[str], dictionary: Sequence[str] = ()) -> ds.Dataset:
     """These part files of a table as one dataset; the explicit schema makes older files without a newer
-    column read as nulls instead of failing."""
-    return ds.dataset([store.path(n) for n in names], format="parquet", schema=_schema(table),
+    column read as nulls instead of failing. `dictionary`: string columns read dictionary-encoded."""
+    fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(dictionary)))
+    return ds.dataset([store.path(n) for n in names], format=fmt, schema=_schema(table, dictionary),
                       filesystem=store.fs if store.remote else None)
 
 
-def _read(out: str | os.PathLike, table: str, **scan) -> pa.Table | None:
+def _read(out: str | os.PathLike, table: str, dictionary: Sequence[str] = (), **scan) -> pa.Table | None:
     """The table's rows (None when it has no folder). A compaction may replace part files between
     listing and reading them: the read is then simply done again on the new listing."""
     for attempt in range(5):
-        dataset = _dataset(out, table)
+        dataset = _dataset(out, table, dictionary)
         if dataset is None:
             return None
         try:
@@ -248,6 +251,18 @@ def _read(out: str | os.PathLike, table: str, **scan) -> pa.Table | None:
             if not vanished or attempt == 4:
                 raise
     return None
+
+
+def read_arrow(out: str | os.PathLike, table: str, columns: list[str] | None = None,
+               filter: ds.Expression | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
+    """Rows of a catalog table as Arrow, only `columns` and those matching `filter` (empty, with the
+    table's columns, if none were written). `dictionary`: string columns that repeat (configs, models,
+    paths) read dictionary-encoded: a fifth of the memory at 100,000 rows (benchmarks/bench_export.py)."""
+    data = _read(out, table, dictionary, columns=columns, filter=filter)
+    if data is None:
+        schema = _schema(table, dictionary)
+        data = (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
+    return data
 
 
 def read_table(out: str | os.PathLike, table: str) -> pd.DataFrame:
@@ -365,6 +380,7 @@ def _compaction_lock(store, table: str):
 
 
 __all__ = [
+    "read_arrow",
     "EMBEDDINGS",
     "TRANSFERS",
     "RUNS",

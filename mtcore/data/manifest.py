@@ -17,14 +17,15 @@ from typing import Any
 from mtcore.method.config import InversionConfig, TransferConfig, parse_config
 from mtcore.errors import InputError, ProblemsError, did_you_mean
 from mtcore.method.identity import local_candidate, locate_model
-from mtcore.data.pairs import Pairs, sample_targets
+from mtcore.data.labels import DatasetInfo, Label, Retry, parse_dataset, parse_labels, parse_retry
+from mtcore.data.pairs import Pairs, sampled_pairs
 from mtcore.io.storage import inside, is_url, normalize, parent, read_input, resolve
 from mtcore.io.yamlio import parse_yaml
 
 # Ids end up in file names and log lines: no leading dot or dash, no separators.
 _ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _TOP_KEYS = ("name", "model", "models", "revision", "allow_outside", "references", "targets", "pairs", "seeds",
-             "inversion", "transfer", "metrics")
+             "inversion", "transfer", "metrics", "dataset", "retry")
 _MAX_SEED = 2**63  # seeds are int64 in the transfers catalog
 
 
@@ -39,7 +40,8 @@ class Item:
     against the manifest's folder, which may itself be a URL."""
     index: int
     """Position in its list (references or targets) in the manifest."""
-
+    labels: tuple[tuple[str, Label], ...] = ()
+    """`labels:` as sorted (name, value) pairs (mtcore.data.labels); in no cache key."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class Manifest:
     """sha256 of the manifest file's bytes."""
     metrics: bool = True
     """Whether `mt run` measures every new transfer (catalog/metrics)."""
+    dataset: DatasetInfo | None = None
+    """`dataset: {name, description, license}`, for the card of `mt export`."""
+    retry: Retry | None = None
+    """`retry: {where, max_seeds}`: more seeds for the pairs whose outputs fail `where`."""
 
     @property
     def file_name(self) -> str:
@@ -170,10 +176,14 @@ class _Reader:
         metrics = doc.get("metrics", True)
         if not isinstance(metrics, bool):
             self.add("metrics", f"must be true or false, got {metrics!r}")
+        dataset = parse_dataset(self.add, doc.get("dataset"), name)
+        retry = parse_retry(self.add, doc.get("retry"), seeds, _MAX_SEED)
+        if retry is not None and metrics is False:
+            self.add("retry", "needs metrics: true (a pair's next seed depends on its outputs' metrics)")
         if self.problems:
             return None
         return Manifest(file, name, models, references, targets, pairs, seeds, inversions, transfers,
-                        self.allow_outside, sha256, metrics)
+                        self.allow_outside, sha256, metrics, dataset, retry)
 
     def string(self, field: str, value: Any, optional: bool = False) -> str | None:
         if value is None and optional:
@@ -239,12 +249,13 @@ class _Reader:
         items, seen = [], {}
         for i, entry in enumerate(raw):
             where = f"{kind}[{i}]"
-            if not self.entry(where, entry, ("id", "path")):
+            if not self.entry(where, entry, ("id", "path", "labels")):
                 continue
             item_id = self.item_id(where, entry, seen)
             path = self.item_path(where, entry)
+            labels = parse_labels(self.add, where, entry.get("labels"))
             if item_id is not None and path is not None:
-                items.append(Item(item_id, path, i))
+                items.append(Item(item_id, path, i, labels))
         return tuple(items), set(seen)
 
     def entry(self, where: str, entry: Any, keys: tuple[str, ...]) -> bool:
@@ -305,7 +316,7 @@ class _Reader:
         if raw == "cross":
             return Pairs.cross(*ids)
         if isinstance(raw, dict):
-            return self.sampled_pairs(raw, references, targets)
+            return sampled_pairs(self.add, raw, ids[0], ids[1])
         if not isinstance(raw, list) or not raw:
             self.add("pairs", f"must be 'cross', {{per_reference: K, seed: S}} or a non-empty list of "
                               f"{{reference, target}}, got {raw!r}")
@@ -325,22 +336,6 @@ class _Reader:
             seen[ref, target] = where
             pairs.append((ref, target))
         return Pairs.listed(*ids, pairs)
-
-    def sampled_pairs(self, raw: dict, references: tuple[Item, ...], targets: tuple[Item, ...]) -> Pairs | tuple:
-        """`{per_reference: K, seed: S}`: K targets per reference (all when there are fewer), drawn by hash."""
-        if not self.entry("pairs", raw, ("per_reference", "seed")):
-            return ()
-        k, seed = raw.get("per_reference"), raw.get("seed", 0)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            self.add("pairs.per_reference", f"must be a positive integer, got {k!r}")
-            return ()
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            self.add("pairs.seed", f"must be an integer, got {seed!r}")
-            return ()
-        target_ids = [t.id for t in targets]
-        index = {t: i for i, t in enumerate(target_ids)}
-        return Pairs([r.id for r in references], target_ids,
-                     [tuple(index[t] for t in sample_targets(r.id, target_ids, k, seed)) for r in references])
 
     def pair_id(self, where: str, entry: dict, field: str, known: set[str]) -> str | None:
         if field not in entry:

@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
+from mtcore.errors import did_you_mean
+
 
 def sample_targets(reference_id: str, target_ids: list[str], k: int, seed: int) -> list[str]:
     """The K targets drawn for a reference: those with the smallest sha256(seed, reference id, target id)
@@ -80,4 +82,23 @@ class Pairs(Sequence):
         return f"Pairs({len(self)} pairs of {len(self.reference_ids)} references x {len(self.target_ids)} targets)"
 
 
-__all__ = ["sample_targets", "Pairs"]
+def sampled_pairs(add, raw: dict, reference_ids: list[str], target_ids: list[str]) -> Pairs | tuple:
+    """A manifest's `pairs: {per_reference: K, seed: S}`: K targets per reference (all when there are fewer),
+    drawn by hash; problems go to `add(field, problem)` (the manifest reader's), and () is returned."""
+    for key in raw:
+        if key not in ("per_reference", "seed"):
+            add("pairs", f"unknown key {key!r}" + did_you_mean(key, ("per_reference", "seed")))
+    k, seed = raw.get("per_reference"), raw.get("seed", 0)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        add("pairs.per_reference", f"must be a positive integer, got {k!r}")
+        return ()
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        add("pairs.seed", f"must be an integer, got {seed!r}")
+        return ()
+    index = {t: i for i, t in enumerate(target_ids)}
+    return Pairs(list(reference_ids), list(target_ids),
+                 [tuple(index[t] for t in sample_targets(r, target_ids, k, seed)) for r in reference_ids])
+
+
+
+__all__ = ["sample_targets", "Pairs", "sampled_pairs"]
