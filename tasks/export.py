@@ -17,6 +17,7 @@ still need our index-last commit, deterministic shard contents and the dataset c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -33,13 +34,13 @@ import pyarrow as pa
 from mtcore import CODE_VERSION
 from mtcore.data.manifest import Manifest, load_manifest
 from mtcore.data.samples import label_names, sample_meta, sample_table
-from mtcore.data.select import Gate, assign_splits, best_per_pair, gate, parse_split
+from mtcore.data.select import SPLIT_BY, Gate, assign_splits, best_per_pair, gate, parse_split, per_pair_column
 from mtcore.data.shards import FORMATS, Sample, Shard
 from mtcore.errors import InputError
 from mtcore.io.fileio import remove_stale_temporaries
 from mtcore.io.storage import local_copy, storage
 from mtcore.io.videoio import probe_video, read_image
-from tasks.plan import plan_run
+from tasks.plan import plan_run, planned_transfers
 
 INDEX = "index.json"
 CHUNK = 256  # samples whose files are fetched at once (threads; bounded memory)
@@ -108,12 +109,13 @@ def parse_size(text: str | int) -> int:
     return int(float(m[1]) * (1024 if m[3] else 1000) ** power)
 
 
-def manifest_keys(manifest: Manifest, out: str) -> np.ndarray:
-    """Every transfer key the manifest asks for (with `retry:`, every seed a pair may use), S64."""
+def planned_for(manifest: Manifest, out: str) -> tuple[pa.Table, dict[str, str | None]]:
+    """Every transfer the manifest asks for (with `retry:`, every seed a pair may use) with the manifest's
+    ids (tasks.plan.planned_transfers), and each model identity's revision."""
     if manifest.retry is not None:
         manifest = replace(manifest, seeds=manifest.retry.seeds(manifest.seeds[0]))
     plan = plan_run(manifest, out)
-    return np.concatenate([plan.transfers_todo.keys(), plan.transfers_cached.keys()])
+    return planned_transfers(plan), {m.model_id: m.revision for m in plan.models}
 
 
 def export_dataset(manifest_path: str, dest: str, out: str = "mt-out", where: str | None = None,
@@ -125,8 +127,14 @@ def export_dataset(manifest_path: str, dest: str, out: str = "mt-out", where: st
     if fmt not in FORMATS:
         raise InputError("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     target_bytes, fractions = parse_size(shard_size), parse_split(split)
+    if split_by not in SPLIT_BY:
+        raise InputError("--split-by", f"must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+    if per_pair:
+        per_pair_column(per_pair)
     manifest = load_manifest(manifest_path)
-    table = sample_table(manifest, out, manifest_keys(manifest, out))
+    planned, revisions = planned_for(manifest, out)
+    table = sample_table(manifest, out, planned)
+    del planned
     pa.default_memory_pool().release_unused()  # the catalogs' scan buffers: the pool would keep them
     candidates = table.num_rows
     table, gated = gate(table, where)
@@ -143,7 +151,7 @@ def export_dataset(manifest_path: str, dest: str, out: str = "mt-out", where: st
 
     options = {"format": fmt, "shard_bytes": target_bytes, "where": where, "per_pair": per_pair,
                "split": fractions, "split_by": split_by, "code_version": CODE_VERSION}
-    summary.fingerprint = _fingerprint(table, options, manifest)
+    summary.fingerprint = _fingerprint(table, options, manifest, revisions)
     store = storage(dest)
     previous = _previous_export(store, dest, summary.fingerprint, overwrite)
     if previous is not None:
@@ -157,24 +165,26 @@ def export_dataset(manifest_path: str, dest: str, out: str = "mt-out", where: st
 
     from mtcore.eval.card import write_card, write_provenance  # matplotlib: only when writing
 
-    summary.shards = _write_shards(store, out, manifest, table, fmt, target_bytes, progress)
+    summary.shards = _write_shards(store, out, table, fmt, target_bytes, revisions, progress)
     write_provenance(store, manifest, table)
     write_card(store, manifest, table, summary, options)
+    listed = {s.name for s in summary.shards}
+    for name in store.names(""):  # shards of an earlier export that this one does not list: gone before the
+        if re.fullmatch(_SHARD, name) and name not in listed:  # index says the folder is complete
+            store.delete(name)
     index = {"format": fmt, "fingerprint": summary.fingerprint, "samples": table.num_rows, "splits": counts,
              "options": options, "manifest_sha256": manifest.sha256, "shards": [asdict(s) for s in summary.shards]}
     store.write_bytes(INDEX, json.dumps(index, indent=1, sort_keys=True).encode())  # last: the export is complete
-    listed = {s.name for s in summary.shards}
-    for name in store.names(""):  # shards of an earlier export that this one does not list
-        if re.fullmatch(_SHARD, name) and name not in listed:
-            store.delete(name)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _fingerprint(table: pa.Table, options: dict, manifest: Manifest) -> str:
-    """sha256 of the chosen rows (every column, labels included), the options and the dataset block."""
-    h = hashlib.sha256(json.dumps({"options": options, "dataset": asdict(manifest.dataset) if manifest.dataset
-                                   else None}, sort_keys=True).encode())
+def _fingerprint(table: pa.Table, options: dict, manifest: Manifest, revisions: dict) -> str:
+    """sha256 of the chosen rows (every column: labels, paths and ids included), the options, and what
+    else the card says (the dataset block, the manifest's name, the models' revisions)."""
+    h = hashlib.sha256(json.dumps({"options": options, "name": manifest.name, "revisions": revisions,
+                                   "dataset": asdict(manifest.dataset) if manifest.dataset else None},
+                                  sort_keys=True).encode())
     # the rows' values, not their encoding (a compaction may re-encode the same rows): dictionaries decoded,
     # a batch at a time, streamed into the hash
     plain = pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
@@ -229,29 +239,30 @@ def _video(source, out: str, row: dict) -> bytes:
                                                         "a run of the manifest makes it again") from None
 
 
-def _write_shards(store, out: str, manifest: Manifest, table: pa.Table, fmt: str, target_bytes: int,
+@functools.lru_cache(maxsize=1024)  # rows come in key order: a target recurs, but not in order
+def _fitted_png(path: str, sha256: str, height: int, width: int) -> bytes:
+    """A target image as the model saw it, fitted to the video's size, as PNG bytes (`sha256`: the
+    content the plan hashed, part of the cache key)."""
+    with local_copy(path) as local:
+        image = read_image(local, height, width)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_shards(store, out: str, table: pa.Table, fmt: str, target_bytes: int, revisions: dict,
                   progress: Callable[[int, int], None] | None) -> list[Shard]:
     source = storage(out)
-    revisions = {m.model: m.revision for m in manifest.models}
     labels = {side: label_names(table, side) for side in ("reference", "target")}
-    pngs: dict[tuple, bytes] = {}
     sizes: dict[tuple, tuple[int, int]] = {}
 
     def png(row: dict) -> bytes:
-        """The target as the model saw it: fitted to the video's size (one decode per target and size)."""
         size_key = (row["model_id"], row["transfer_config"])
-        if size_key not in sizes:
+        if size_key not in sizes:  # one probe per model and transfer config
             with source.reading(row["video_path"]) as path:
                 info = probe_video(path)
             sizes[size_key] = (info.height, info.width)
-        key = (row["target_sha256"], *sizes[size_key])
-        if key not in pngs:
-            with local_copy(row["target_path"]) as path:
-                image = read_image(path, *sizes[size_key])
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            pngs[key] = buffer.getvalue()
-        return pngs[key]
+        return _fitted_png(row["target_path"], row["target_sha256"], *sizes[size_key])
 
     shards: list[Shard] = []
     writer, done = None, 0
@@ -276,4 +287,4 @@ def _write_shards(store, out: str, manifest: Manifest, table: pa.Table, fmt: str
     return shards
 
 
-__all__ = ["export_dataset", "ExportSummary", "ExportRefused", "manifest_keys", "parse_size", "INDEX"]
+__all__ = ["export_dataset", "ExportSummary", "ExportRefused", "planned_for", "parse_size", "INDEX"]

@@ -70,6 +70,26 @@ class Plan:
                        failed_inversions=pairs(self.failed_inversions), failed_transfers=pairs(self.failed_transfers))
 
 
+def planned_transfers(plan: Plan) -> pa.Table:
+    """Every planned transfer (to do and cached) as columns: transfer_key, reference_id, target_id, seed,
+    model_id. The ids are the manifest's: a key is content, so a catalog row of the same key may carry
+    the ids another manifest (or an older version of this one) gave that content."""
+    parts = plan.transfers_todo.parts + plan.transfers_cached.parts
+    if not parts:
+        return pa.table({"transfer_key": pa.array([], pa.string()), "reference_id": pa.array([], pa.string()),
+                         "target_id": pa.array([], pa.string()), "seed": pa.array([], pa.int64()),
+                         "model_id": pa.array([], pa.string())})
+    target_ids = np.array([t.id for t in parts[0].targets], dtype=object)
+    return pa.table({
+        "transfer_key": pa.array(np.concatenate([p.key for p in parts]), pa.binary()).cast(pa.string()),
+        "reference_id": pa.array(np.concatenate([np.full(len(p), p.embedding.reference_id, object) for p in parts]),
+                                 pa.string()),
+        "target_id": pa.array(np.concatenate([target_ids[p.target] for p in parts]), pa.string()),
+        "seed": pa.array(np.concatenate([p.seed for p in parts]), pa.int64()),
+        "model_id": pa.array(np.concatenate([np.full(len(p), p.embedding.model.model_id, object) for p in parts]),
+                             pa.string())})
+
+
 def _model_of(job: InversionJob | TransferJob) -> PlannedModel:
     return job.model if isinstance(job, InversionJob) else job.embedding.model
 

@@ -24,7 +24,7 @@ from mtcore.method.config import config_json
 from tasks.claims import Claims
 from tasks.items import PlannedModel
 from tasks.measure import metrics_stage
-from tasks.plan import Plan, plan_run
+from tasks.plan import Plan, plan_run, planned_transfers
 from tasks.pool import WorkerPool
 from tasks.results import StageResult
 from tasks.transfer import transfer_stage
@@ -38,26 +38,34 @@ def _pairs(table) -> set[Pair]:
                    table.column("target_id").to_pylist()))
 
 
-def retry_plan(manifest: Manifest, out: str, model: PlannedModel, attempt: int) -> tuple[Plan, int]:
-    """The plan of attempt `attempt` (seed S + attempt) on `model`: the transfers of the pairs whose
-    attempts 0 .. attempt-1 have outputs and none passes `retry.where`; and how many pairs that is."""
-    retry = manifest.retry
-    seeds = retry.seeds(manifest.seeds[0])
-    earlier = plan_run(replace(manifest, seeds=seeds[:attempt]), out).for_model(model)
-    keys = np.concatenate([earlier.transfers_todo.keys(), earlier.transfers_cached.keys()])
-    rows = sample_table(manifest, out, keys, require_metrics=False)
+def every_attempt(manifest: Manifest, out: str, model: PlannedModel) -> Plan:
+    """The plan of every seed a pair may use (S .. S + max_seeds - 1) on `model`, made once: attempt k's
+    transfers are not touched by attempts before it (other seeds, other keys)."""
+    seeds = manifest.retry.seeds(manifest.seeds[0])
+    return plan_run(replace(manifest, seeds=seeds), out, METRICS_VERSION).for_model(model)
+
+
+def retry_plan(manifest: Manifest, out: str, full: Plan, attempt: int) -> tuple[Plan, int]:
+    """The plan of attempt `attempt` (seed S + attempt): the transfers of the pairs whose attempts
+    0 .. attempt-1 have measured outputs and none passes `retry.where`; and how many pairs that is.
+    `full`: `every_attempt`'s plan."""
+    seed = manifest.seeds[0] + attempt
+    planned = planned_transfers(full)
+    rows = sample_table(manifest, out, planned.filter(pc.less(planned.column("seed"), seed)), require_metrics=False)
     rows = rows.filter(pc.is_valid(rows.column("motion_fidelity")))  # measured outputs only
-    failing = _pairs(rows) - _pairs(filter_rows(rows, retry.where, "retry.where"))
-    plan = plan_run(replace(manifest, seeds=(seeds[attempt],)), out, METRICS_VERSION).for_model(model)
+    failing = _pairs(rows) - _pairs(filter_rows(rows, manifest.retry.where, "retry.where"))
 
     def keep(transfers):
-        mask = np.concatenate([[(part.embedding.key, config_json(part.config), part.targets[t].id) in failing
-                                for t in part.target] for part in transfers.parts] or [np.zeros(0, bool)])
-        return transfers.split(mask.astype(bool))[0]
+        masks = []
+        for part in transfers.parts:
+            config, ids = config_json(part.config), [t.id for t in part.targets]
+            masks.append((part.seed == seed) & np.array([(part.embedding.key, config, ids[t]) in failing
+                                                         for t in part.target], bool))
+        return transfers.split(np.concatenate(masks) if masks else np.zeros(0, bool))[0]
 
-    plan = replace(plan, inversions_todo=[], failed_inversions=[], failed_transfers=[],
-                   transfers_todo=keep(plan.transfers_todo), transfers_cached=keep(plan.transfers_cached),
-                   metrics_todo=keep(plan.metrics_todo))
+    plan = replace(full, inversions_todo=[], failed_inversions=[], failed_transfers=[],
+                   transfers_todo=keep(full.transfers_todo), transfers_cached=keep(full.transfers_cached),
+                   metrics_todo=keep(full.metrics_todo))
     return plan, len(failing)
 
 
@@ -68,8 +76,9 @@ def retry_stage(pool: WorkerPool, plan: Plan, model: PlannedModel, out: str, bat
     log = get_run_logger()
     manifest = load_manifest(plan.manifest_path)
     made, measured = StageResult(), StageResult()
+    full = every_attempt(manifest, out, model)
     for attempt in range(1, manifest.retry.max_seeds):
-        more, pairs = retry_plan(manifest, out, model, attempt)
+        more, pairs = retry_plan(manifest, out, full, attempt)
         if not pairs:
             break
         seed = manifest.seeds[0] + attempt
@@ -81,4 +90,4 @@ def retry_stage(pool: WorkerPool, plan: Plan, model: PlannedModel, out: str, bat
     return made, measured
 
 
-__all__ = ["retry_plan", "retry_stage"]
+__all__ = ["every_attempt", "retry_plan", "retry_stage"]

@@ -19,39 +19,38 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import cli_env, write_manifest
+from tests.conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MT = str(Path(sys.executable).with_name("mt"))
 
 
-def labelled_manifest(folder: Path, media: Path, **extra) -> Path:
-    path = write_manifest(folder, {"right": media / "right.mp4", "left": media / "left.mp4"},
-                          {"cat": media / "cat.png", "dog": media / "dog.png"}, **extra)
-    doc = yaml.safe_load(path.read_text())
-    doc["references"][0]["labels"] = {"action": "push right", "source": "synthetic"}
-    doc["references"][1]["labels"] = {"action": "push left", "source": "synthetic"}
-    doc["targets"][0]["labels"] = {"license": "cc-by-4.0", "caption": "a noisy cat"}
-    doc["targets"][1]["labels"] = {"license": "cc0-1.0", "caption": "a noisy dog"}
-    doc["dataset"] = {"name": "noise-squares", "description": "Squares that move.", "license": "cc-by-4.0"}
+def labelled_manifest(folder: Path, **extra) -> Path:
+    """The demo manifest (3 references x 3 targets, with its labels and dataset block), media paths made
+    absolute, few steps: the pipeline and the export are under test here, not the model's quality."""
+    doc = yaml.safe_load((ROOT / "manifests" / "demo.yaml").read_text())
+    for item in doc["references"] + doc["targets"]:
+        item["path"] = str(ROOT / "manifests" / item["path"])
+    doc.update(inversion={"steps": 3, "tokens_per_frame": 2}, transfer={"steps": 2}, allow_outside=True, **extra)
+    path = folder / "demo.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-RETRY = {"where": "seed > 0 OR NOT (reference_id = 'right' AND target_id = 'cat')", "max_seeds": 3}
-"""Forces one pair (right x cat) to fail its first seed; every other output passes at once."""
+RETRY = {"where": "seed > 0 OR NOT (reference_id = 'slide_right' AND target_id = 'cat')", "max_seeds": 3}
+"""Forces one pair (slide_right x cat) to fail its first seed; every other output passes at once."""
 
 
 @pytest.fixture(scope="module")
-def labelled_run(tmp_path_factory, media, prefect_harness):
-    """A real run (built-in model, metrics on) of 2 references x 2 targets with labels and `retry:`:
-    4 videos at seed 0, and right x cat again at seed 1."""
+def labelled_run(tmp_path_factory, prefect_harness):
+    """A real run (built-in model, metrics on) of the demo manifest with `retry:`: 9 videos at seed 0,
+    and slide_right x cat again at seed 1."""
     from flows.bulk import bulk_run
 
     folder = tmp_path_factory.mktemp("labelled")
-    manifest = labelled_manifest(folder, media, retry=RETRY)
+    manifest = labelled_manifest(folder, retry=RETRY)
     summary = bulk_run(str(manifest), out=str(folder / "out"))
-    assert summary.transfers_computed == 5 and summary.failed == 0
+    assert summary.transfers_computed == 10 and summary.failed == 0
     return manifest, folder / "out"
 
 
@@ -80,23 +79,23 @@ def test_export_to_webdataset_is_read_by_webdataset_and_hugging_face(labelled_ru
     manifest, out = labelled_run
     dest = tmp_path / "dataset"
     done = mt("export", manifest, "--to", dest, "--out", out, "--split", "train=0.5,test=0.5", home=tmp_path)
-    assert "kept 5" in done.stdout
+    assert "kept 10" in done.stdout
     index = json.loads((dest / "index.json").read_text())
-    assert index["samples"] == 5 and sum(index["splits"].values()) == 5
+    assert index["samples"] == 10 and sum(index["splits"].values()) == 10
     shards = sorted(dest.glob("*.tar"))
     assert {s.name for s in shards} == {s["name"] for s in index["shards"]}
 
     samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False, empty_check=False))
-    assert len(samples) == 5
+    assert len(samples) == 10
     for sample in samples:
         meta = json.loads(sample["json"])
         assert decode_mp4(sample["mp4"], tmp_path) == 8  # the built-in model's 8 frames
         assert sample["png"].startswith(b"\x89PNG")
-        side = {"right": "push right", "left": "push left"}[meta["reference"]["id"]]
-        assert meta["reference"]["labels"] == {"action": side, "source": "synthetic"}
-        assert meta["target"]["labels"]["license"] in ("cc-by-4.0", "cc0-1.0")
+        action = {"slide_right": "slide right", "fall_down": "fall down", "orbit": "orbit"}[meta["reference"]["id"]]
+        assert meta["reference"]["labels"] == {"action": action}
+        assert meta["target"]["labels"] == {"license": "cc0-1.0", "source": "make_demo_media.py"}
         assert set(meta["metrics"]) >= {"motion_fidelity", "frame_change"} and meta["seed"] in (0, 1)
-        assert meta["seed"] == 0 or (meta["reference"]["id"], meta["target"]["id"]) == ("right", "cat")
+        assert meta["seed"] == 0 or (meta["reference"]["id"], meta["target"]["id"]) == ("slide_right", "cat")
         assert meta["split"] == next(s["split"] for s in index["shards"] if s["name"] in sample["__url__"])
 
     # Hugging Face datasets, offline, reads the folder as it is: the card's configs name the splits'
@@ -108,16 +107,17 @@ def test_export_to_webdataset_is_read_by_webdataset_and_hugging_face(labelled_ru
     loaded = subprocess.run([sys.executable, "-c", code, str(dest)], capture_output=True, text=True, env=env)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     actions = json.loads(loaded.stdout.strip().splitlines()[-1])
-    assert sum(map(len, actions.values())) == 5
-    assert set(a for v in actions.values() for a in v) == {"push right", "push left"}
+    assert sum(map(len, actions.values())) == 10
+    assert set(a for v in actions.values() for a in v) == {"slide right", "fall down", "orbit"}
 
     provenance = pq.read_table(dest / "provenance.parquet").to_pylist()
-    assert {(r["kind"], r["id"]) for r in provenance} == {("reference", "right"), ("reference", "left"),
-                                                         ("target", "cat"), ("target", "dog")}
-    assert {r["license"] for r in provenance if r["kind"] == "target"} == {"cc-by-4.0", "cc0-1.0"}
+    assert {(r["kind"], r["id"]) for r in provenance} == {
+        ("reference", "slide_right"), ("reference", "fall_down"), ("reference", "orbit"),
+        ("target", "cat"), ("target", "robot"), ("target", "star")}
+    assert {r["license"] for r in provenance if r["kind"] == "target"} == {"cc0-1.0"}
     card = (dest / "README.md").read_text()
-    assert card.startswith("---\nlicense: cc-by-4.0\n") and "size_categories:\n- n<1K" in card
-    assert "# noise-squares" in card and "metrics.png" in card and (dest / "metrics.png").stat().st_size > 1000
+    assert card.startswith('---\nlicense: "cc0-1.0"\n') and "size_categories:\n- n<1K" in card
+    assert "# toy-motion-demo" in card and "metrics.png" in card and (dest / "metrics.png").stat().st_size > 1000
 
     # the same export again writes nothing
     before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
@@ -135,15 +135,27 @@ def test_export_to_webdataset_is_read_by_webdataset_and_hugging_face(labelled_ru
 
 def test_editing_a_label_changes_the_export_not_the_keys(labelled_run, tmp_path):
     from mtcore.data.manifest import load_manifest
-    from tasks.export import export_dataset, manifest_keys
+    from tasks.export import export_dataset, planned_for
 
     manifest, out = labelled_run
     edited = tmp_path / "edited.yaml"
-    edited.write_text(manifest.read_text().replace("a noisy cat", "a very noisy cat"))
-    assert list(manifest_keys(load_manifest(edited), str(out))) == list(manifest_keys(load_manifest(manifest), str(out)))
+    edited.write_text(manifest.read_text().replace("action: slide right", "action: sliding right"))
+    keys = [planned_for(load_manifest(m), str(out))[0].column("transfer_key").to_pylist() for m in (edited, manifest)]
+    assert keys[0] == keys[1] and len(keys[0]) == 9 * 3  # 9 pairs x the 3 seeds retry may use
     first = export_dataset(str(manifest), str(tmp_path / "a"), out=str(out))
     second = export_dataset(str(edited), str(tmp_path / "b"), out=str(out))
-    assert first.kept == second.kept == 5 and first.fingerprint != second.fingerprint
+    assert first.kept == second.kept == 10 and first.fingerprint != second.fingerprint
+
+    # ids are the manifest's, not the catalog's: a reference renamed (same content, same keys) is exported
+    # under its new id and with its labels
+    from mtcore.data.samples import sample_table
+
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(manifest.read_text().replace("id: orbit", "id: circle"))
+    table = sample_table(load_manifest(renamed), str(out), planned_for(load_manifest(renamed), str(out))[0])
+    circles = [a for i, a in zip(table.column("reference_id").to_pylist(), table.column("reference_action").to_pylist())
+               if i == "circle"]
+    assert circles == ["orbit"] * 3 and "orbit" not in table.column("reference_id").to_pylist()
 
 
 def test_the_gate_refuses_unknown_columns_and_an_empty_result(labelled_run, tmp_path):
@@ -153,13 +165,19 @@ def test_the_gate_refuses_unknown_columns_and_an_empty_result(labelled_run, tmp_
     assert unknown.returncode == 2
     assert "unknown column 'motion_fidelty'" in unknown.stderr and "motion_fidelity" in unknown.stderr
     assert "reference_action" in unknown.stderr  # labels are columns too
+    reads_a_file = mt("export", manifest, "--to", tmp_path / "d", "--out", out, "--where",
+                      "(SELECT count(*) FROM read_text('/etc/hostname')) > 0", home=tmp_path, check=False)
+    assert reads_a_file.returncode == 2 and "disabled" in reads_a_file.stderr  # a condition reads no file
+    not_run = labelled_manifest(tmp_path, seeds=[5])  # no key of it in OUT, whose catalogs hold others
+    never = mt("export", not_run, "--to", tmp_path / "d", "--out", out, home=tmp_path, check=False)
+    assert never.returncode == 1 and "no finished transfer of demo.yaml: run `mt run" in never.stderr
     nothing = mt("export", manifest, "--to", tmp_path / "d", "--out", out, "--where",
-                 "motion_fidelity > 2 AND reference_action = 'push left'", home=tmp_path, check=False)
-    assert nothing.returncode == 1 and "no sample kept" in nothing.stderr and "fails on 5" in nothing.stderr
+                 "motion_fidelity > 2 AND reference_action = 'orbit'", home=tmp_path, check=False)
+    assert nothing.returncode == 1 and "no sample kept" in nothing.stderr and "fails on 10" in nothing.stderr
     assert not (tmp_path / "d" / "index.json").exists()
-    kept = mt("export", manifest, "--to", tmp_path / "e", "--out", out, "--where", "reference_action = 'push right'",
-              "--per-pair", "best:motion_fidelity", home=tmp_path)  # right x cat (2 seeds), right x dog (1)
-    assert "kept 2" in kept.stdout and "dropped 1 other seeds" in kept.stdout
+    kept = mt("export", manifest, "--to", tmp_path / "e", "--out", out, "--where", "reference_action = 'slide right'",
+              "--per-pair", "best:motion_fidelity", home=tmp_path)  # slide_right x cat (2 seeds), x robot, x star
+    assert "kept 3" in kept.stdout and "dropped 1 other seeds" in kept.stdout
 
 
 def test_an_out_without_metrics_says_to_run_evaluate(labelled_run, tmp_path):
@@ -205,17 +223,17 @@ def test_retry_made_one_more_video_for_the_failing_pair_and_a_rerun_makes_none(l
 
     manifest, out = labelled_run
     made = read_table(out, "transfers")
-    assert sorted(made[made.status == "ok"].seed) == [0, 0, 0, 0, 1]  # 4 pairs at seed 0, the failing one at seed 1
-    assert made[made.seed == 1].iloc[0][["reference_id", "target_id"]].tolist() == ["right", "cat"]
+    assert sorted(made[made.status == "ok"].seed) == [0] * 9 + [1]  # 9 pairs at seed 0, the failing one at seed 1
+    assert made[made.seed == 1].iloc[0][["reference_id", "target_id"]].tolist() == ["slide_right", "cat"]
     again = bulk_run(str(manifest), out=str(out))
-    assert again.transfers_computed == 0 and len(read_table(out, "transfers")) == 5
+    assert again.transfers_computed == 0 and len(read_table(out, "transfers")) == 10
 
 
-def test_a_retry_condition_with_an_unknown_column_is_refused_before_any_work(tmp_path, media):
-    manifest = labelled_manifest(tmp_path, media, retry={"where": "motion_fidelty > 0.5", "max_seeds": 2})
+def test_a_retry_condition_with_an_unknown_column_is_refused_before_any_work(tmp_path):
+    manifest = labelled_manifest(tmp_path, retry={"where": "motion_fidelty > 0.5", "max_seeds": 2})
     done = mt("validate", manifest, home=tmp_path, check=False)
     assert done.returncode == 2 and "retry.where: unknown column 'motion_fidelty'" in done.stderr
-    two_seeds = labelled_manifest(tmp_path, media, seeds=[0, 1], retry=RETRY)
+    two_seeds = labelled_manifest(tmp_path, seeds=[0, 1], retry=RETRY)
     done = mt("validate", two_seeds, home=tmp_path, check=False)
     assert done.returncode == 2 and "takes one first seed" in done.stderr
 

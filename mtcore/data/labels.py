@@ -78,6 +78,8 @@ def parse_labels(add: Add, where: str, raw: Any) -> tuple[tuple[str, Label], ...
             continue
         if isinstance(value, float) and not math.isfinite(value):
             add(f"{field}.{key}", f"must be a finite number, got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            add(f"{field}.{key}", f"must fit in 64 bits, got {value}")
         elif isinstance(value, str) and len(value) > MAX_VALUE:
             add(f"{field}.{key}", f"too long: {len(value)} characters (at most {MAX_VALUE})")
         elif not isinstance(value, (str, int, float, bool)):

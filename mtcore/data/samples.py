@@ -18,20 +18,18 @@ import pyarrow.dataset as ds
 
 from mtcore import CODE_VERSION, METRICS_VERSION
 from mtcore.data.catalog import read_arrow
-from mtcore.data.labels import Label
 from mtcore.data.manifest import Item, Manifest, load_manifest
 
-TRANSFER_COLUMNS = ("transfer_key", "embedding_key", "reference_id", "target_id", "target_sha256",
-                    "seed", "model", "model_id", "inversion_config", "transfer_config", "reference_path",
-                    "target_path", "video_path", "created_at")
+TRANSFER_COLUMNS = ("transfer_key", "embedding_key", "target_sha256", "seed", "model", "model_id", "inversion_config",
+                    "transfer_config", "video_path", "created_at")
+"""What a sample takes from catalog/transfers. Ids and paths come from the manifest (`planned`, items)."""
 METRIC_COLUMNS = ("motion_fidelity", "motion_fidelity_output_to_reference", "motion_fidelity_reference_to_output",
                   "moving_tracks_output", "moving_tracks_reference", "psnr_first", "ssim_first", "clip_first",
                   "clip_avg", "clip_note", "warp_error", "frame_change", "tracker")
 """The metrics of a sample (catalog/metrics less its bookkeeping: version, seconds, worker, times, run)."""
 
 
-REPEATED = ("model", "model_id", "inversion_config", "transfer_config", "reference_id", "target_id",
-            "reference_path", "target_path")
+REPEATED = ("model", "model_id", "inversion_config", "transfer_config")
 """Transfer columns with few distinct values, read dictionary-encoded (a fifth of the memory)."""
 
 
@@ -54,34 +52,53 @@ def _latest(table: pa.Table, key: str) -> pa.Table:
     return order.filter(pa.array(first))
 
 
+_LABEL_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+
+
 def label_columns(items: Iterable[Item], ids: pa.Array, prefix: str) -> dict[str, pa.Array]:
     """`prefix_<name>` columns of the items' labels for each row's id (null where an item lacks a name).
-    A name whose values mix types across items becomes a string column."""
+    A name's type is decided over every item of the manifest, not the rows at hand (so a condition checked
+    before a run holds during it): one type, or numbers (int and float), or else strings."""
     by_id = {item.id: dict(item.labels) for item in items}
     names = sorted({name for labels in by_id.values() for name in labels})
     rows = ids.to_pylist()
     columns = {}
     for name in names:
-        values: list[Label | None] = [by_id.get(i, {}).get(name) for i in rows]
-        kinds = {type(v) for v in values if v is not None}
-        if len(kinds) > 1:
-            values = [None if v is None else str(v) for v in values]
-        columns[f"{prefix}_{name}"] = pa.array(values)
+        kinds = {type(labels[name]) for labels in by_id.values() if name in labels}
+        kind = kinds.pop() if len(kinds) == 1 else float if kinds == {int, float} else str
+        values = [by_id.get(i, {}).get(name) for i in rows]
+        columns[f"{prefix}_{name}"] = pa.array([None if v is None else kind(v) for v in values], _LABEL_TYPES[kind])
     return columns
 
 
-def sample_table(manifest: Manifest, out: str | os.PathLike, keys: np.ndarray | list[str],
-                 require_metrics: bool = True) -> pa.Table:
-    """The finished transfers among `keys` (the manifest's planned transfer keys), with metrics and labels,
-    sorted by transfer key. MissingMetrics when `require_metrics` and some lack a metrics row."""
-    wanted = pa.array([k.decode() if isinstance(k, bytes) else k for k in keys], pa.string())
+def _assemble(manifest: Manifest, transfers: pa.Table, planned: pa.Table, embeddings: pa.Table,
+              metrics: pa.Table) -> pa.Table:
+    """Catalog columns, the manifest's ids (by key) and paths (by id), reference sha256, metrics, labels."""
+    joined = transfers.join(planned.select(["transfer_key", "reference_id", "target_id"]), "transfer_key",
+                            join_type="inner")
+    joined = joined.join(embeddings, "embedding_key", join_type="inner")
+    joined = joined.join(metrics, "transfer_key", join_type="left outer").sort_by("transfer_key")
+    for prefix, items in (("reference", manifest.references), ("target", manifest.targets)):
+        ids = joined.column(f"{prefix}_id")
+        path = {item.id: str(item.path) for item in items}
+        joined = joined.append_column(f"{prefix}_path", pa.array([path.get(i) for i in ids.to_pylist()], pa.string()))
+        for name, values in label_columns(items, ids, prefix).items():
+            joined = joined.append_column(name, values)
+    return joined
+
+
+def sample_table(manifest: Manifest, out: str | os.PathLike, planned: pa.Table, require_metrics: bool = True) -> pa.Table:
+    """The finished transfers among `planned` (tasks.plan.planned_transfers: the manifest's keys and ids),
+    with metrics and labels, sorted by transfer key. MissingMetrics when `require_metrics` and some lack
+    a metrics row."""
     transfers = _latest(read_arrow(out, "transfers", list(TRANSFER_COLUMNS),
-                                   (ds.field("status") == "ok") & ds.field("transfer_key").isin(wanted), REPEATED
+                                   (ds.field("status") == "ok") & ds.field("transfer_key").isin(
+                                       planned.column("transfer_key").combine_chunks()), REPEATED
                                    ).unify_dictionaries(),  # one dictionary per column, not one per part file
-                        "transfer_key")
+                        "transfer_key").drop_columns(["created_at"])
+    found = transfers.column("transfer_key").combine_chunks()
     metrics = _latest(read_arrow(out, "metrics", ["transfer_key", "created_at", *METRIC_COLUMNS],
-                                 (ds.field("metrics_version") == METRICS_VERSION)
-                                 & ds.field("transfer_key").isin(transfers.column("transfer_key"))),
+                                 (ds.field("metrics_version") == METRICS_VERSION) & ds.field("transfer_key").isin(found)),
                       "transfer_key").drop_columns(["created_at"])
     if require_metrics and metrics.num_rows < transfers.num_rows:
         raise MissingMetrics(transfers.num_rows - metrics.num_rows, transfers.num_rows)
@@ -90,14 +107,7 @@ def sample_table(manifest: Manifest, out: str | os.PathLike, keys: np.ndarray | 
                                     (ds.field("status") == "ok")
                                     & ds.field("embedding_key").isin(pc.unique(transfers.column("embedding_key")))),
                          "embedding_key").drop_columns(["created_at"])
-    joined = transfers.join(embeddings, "embedding_key", join_type="inner")
-    joined = joined.join(metrics, "transfer_key", join_type="left outer")
-    joined = joined.drop_columns(["created_at"]).sort_by("transfer_key")
-    for prefix, items, column in (("reference", manifest.references, "reference_id"),
-                                  ("target", manifest.targets, "target_id")):
-        for name, values in label_columns(items, joined.column(column), prefix).items():
-            joined = joined.append_column(name, values)
-    return joined
+    return _assemble(manifest, transfers, planned, embeddings, metrics)
 
 
 def check_manifest(path: str | os.PathLike) -> Manifest:
@@ -108,13 +118,13 @@ def check_manifest(path: str | os.PathLike) -> Manifest:
 
     manifest = load_manifest(path)
     if manifest.retry is not None:
-        fields = [SCHEMAS["transfers"].field(c) for c in TRANSFER_COLUMNS if c != "created_at"]
-        fields += [SCHEMAS["embeddings"].field("reference_sha256")] + [SCHEMAS["metrics"].field(c) for c in METRIC_COLUMNS]
-        empty = pa.schema(fields).empty_table()
-        for prefix, items in (("reference", manifest.references), ("target", manifest.targets)):
-            for name, values in label_columns(items, pa.array([item.id for item in items]), prefix).items():
-                empty = empty.append_column(name, values.slice(0, 0))
-        filter_rows(empty, manifest.retry.where, f"{manifest.file_name}: retry.where")
+        def no_rows(table: str, columns) -> pa.Table:
+            return pa.schema([SCHEMAS[table].field(c) for c in columns]).empty_table()
+        planned = pa.table({c: pa.array([], pa.string()) for c in ("transfer_key", "reference_id", "target_id")})
+        columns = _assemble(manifest, no_rows("transfers", TRANSFER_COLUMNS).drop_columns(["created_at"]), planned,
+                            no_rows("embeddings", ["embedding_key", "reference_sha256"]),
+                            no_rows("metrics", ["transfer_key", *METRIC_COLUMNS]))
+        filter_rows(columns, manifest.retry.where, f"{manifest.file_name}: retry.where")
     return manifest
 
 
@@ -139,7 +149,7 @@ def sample_meta(row: dict, labels: dict[str, list[str]], revisions: dict) -> dic
         return out
     return {"transfer_key": row["transfer_key"], "embedding_key": row["embedding_key"], "split": row["split"],
             "seed": row["seed"], "model": row["model"], "model_id": row["model_id"],
-            "revision": revisions.get(row["model"]), "inversion_config": row["inversion_config"],
+            "revision": revisions.get(row["model_id"]), "inversion_config": row["inversion_config"],
             "transfer_config": row["transfer_config"], "reference": side("reference"), "target": side("target"),
             "metrics": {m: row[m] for m in METRIC_COLUMNS}, "code_version": CODE_VERSION,
             "metrics_version": METRICS_VERSION}

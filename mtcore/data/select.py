@@ -34,11 +34,20 @@ def _duckdb():
     return duckdb
 
 
+def _connect(table: pa.Table):
+    """A DuckDB connection that sees `table` as `samples` and nothing else: a condition comes from a
+    manifest or a command line, and must not read files (`read_text('~/.aws/credentials')`) or load
+    extensions."""
+    con = _duckdb().connect(config={"enable_external_access": False, "autoload_known_extensions": False,
+                                    "autoinstall_known_extensions": False})
+    con.register("samples", table)
+    return con
+
+
 def filter_rows(table: pa.Table, where: str, label: str = "--where") -> pa.Table:
     """The rows of `table` for which the SQL condition `where` is true (NULL counts as false)."""
     duckdb = _duckdb()
-    con = duckdb.connect()
-    con.register("samples", table)
+    con = _connect(table)
     try:
         return con.sql(f"SELECT * FROM samples WHERE coalesce(({where}), false)").to_arrow_table()
     except duckdb.BinderException as exc:
@@ -97,23 +106,32 @@ def gate(table: pa.Table, where: str | None, label: str = "--where") -> tuple[pa
     if not where:
         return table, None
     kept = filter_rows(table, where, label)
+    counts = [(where, table.num_rows - kept.num_rows)]
     terms = conjuncts(where)
-    counts = [(term, table.num_rows - filter_rows(table, term, label).num_rows) for term in terms] \
-        if len(terms) > 1 else [(where, table.num_rows - kept.num_rows)]
+    if len(terms) > 1:
+        try:
+            counts = [(term, table.num_rows - filter_rows(table, term, label).num_rows) for term in terms]
+        except ConditionError:  # a split the simple splitter got wrong (AND inside CASE ...): the whole only
+            pass
     return kept, Gate(where, kept.num_rows, table.num_rows - kept.num_rows, counts)
+
+
+def per_pair_column(spec: str) -> str:
+    """The COLUMN of `best:COLUMN` (checked before any work)."""
+    mode, _, column = spec.partition(":")
+    if mode != "best" or not re.fullmatch(r"[a-z][a-z0-9_]*", column):
+        raise ConditionError("--per-pair", f"must be best:COLUMN (e.g. best:motion_fidelity), got {spec!r}")
+    return column
 
 
 def best_per_pair(table: pa.Table, spec: str) -> tuple[pa.Table, int]:
     """`best:COLUMN`: per pair, the row with the highest COLUMN (ties: the lowest seed); rows dropped."""
-    mode, _, column = spec.partition(":")
-    if mode != "best" or not column:
-        raise ConditionError("--per-pair", f"must be best:COLUMN (e.g. best:motion_fidelity), got {spec!r}")
+    column = per_pair_column(spec)
     if column not in table.column_names:
         raise ConditionError("--per-pair", f"unknown column {column!r}; valid columns: {', '.join(table.column_names)}")
     if table.num_rows == 0:
         return table, 0
-    con = _duckdb().connect()
-    con.register("samples", table)
+    con = _connect(table)
     partition = ", ".join(PAIR_COLUMNS)
     best = con.sql(f'SELECT * FROM samples QUALIFY row_number() OVER (PARTITION BY {partition} '
                        f'ORDER BY "{column}" DESC NULLS LAST, seed) = 1').to_arrow_table()
@@ -179,5 +197,5 @@ def assign_splits(table: pa.Table, fractions: dict[str, float], by: str) -> tupl
     return table.append_column("split", split), 0
 
 
-__all__ = ["ConditionError", "Gate", "filter_rows", "conjuncts", "gate", "best_per_pair", "parse_split",
+__all__ = ["ConditionError", "Gate", "filter_rows", "conjuncts", "gate", "best_per_pair", "per_pair_column", "parse_split",
            "split_of", "assign_splits", "PAIR_COLUMNS", "SPLIT_BY"]

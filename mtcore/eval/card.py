@@ -102,7 +102,7 @@ def card_text(manifest: Manifest, table: pa.Table, summary: Any, options: dict) 
     name = info.name if info else manifest.name
     license_ = info.license if info else "other"
     ext = "tar" if summary.format == "webdataset" else "parquet"
-    header = ["---", f"license: {license_}", f"pretty_name: {json.dumps(name)}", "size_categories:",
+    header = ["---", f"license: {json.dumps(license_)}", f"pretty_name: {json.dumps(name)}", "size_categories:",
               f"- {size_category(summary.kept)}", "task_categories:", "- image-to-video",
               "tags:", "- motion-transfer", "- synthetic", "configs:", "- config_name: default", "  data_files:"]
     for split in summary.splits:
