@@ -36,11 +36,12 @@ REFERENCES = 100
 MEASURE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
+import os
 from mtcore import METRICS_VERSION
-try:
+if os.path.exists("mtcore/data/manifest.py"):  # cwd: the checkout planned with
     from mtcore.data.manifest import load_manifest
-except ImportError:  # --code: a checkout from before mtcore's sub-packages (mtcore/manifest.py)
-    from mtcore.manifest import load_manifest
+else:  # --code: a checkout from before mtcore's sub-packages (an ImportError test would find this
+    from mtcore.manifest import load_manifest  # checkout's module through its editable install)
 from tasks.plan import plan_run
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t1 = time.perf_counter()
@@ -121,7 +122,9 @@ def write_media(folder: Path, n: int) -> None:
 def measure(code: Path, manifest: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     done = subprocess.run([sys.executable, "-c", MEASURE, str(manifest), str(out)], env=env, cwd=code,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"planning with {code} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

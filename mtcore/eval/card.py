@@ -75,7 +75,10 @@ def _histograms(table: pa.Table) -> bytes:
     fig, axes = plt.subplots(2, 3, figsize=(10, 5.5))
     for ax, name in zip(axes.flat, HISTOGRAMS):
         values = [v for v in table.column(name).to_pylist() if v is not None]
-        ax.hist(values, bins=30, color="#4472c4")
+        if values:
+            ax.hist(values, bins=30, color="#4472c4")
+        else:  # e.g. CLIP metrics of a model whose image encoder cannot say (the toy model)
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{name} (n={len(values)})", fontsize=9)
     fig.suptitle("metrics of the exported samples")
     fig.tight_layout()
@@ -122,8 +125,10 @@ def card_text(manifest: Manifest, table: pa.Table, summary: Any, options: dict) 
     for split, n in summary.splits.items():
         shards = [s for s in summary.shards if s.split == split]
         lines.append(f"| {split} | {n} | {len(shards)} | {sum(s.bytes for s in shards):,} |")
-    lines += ["", f"Split by {options['split_by']} (by content hash: a reference or target is in one split "
-                  "only, and adding data never moves an earlier group).", ""]
+    by = options["split_by"]
+    sides = "no reference and no target is" if by == "both" else f"no {by} is"
+    lines += ["", f"Split by {by}, by content hash: {sides} in two splits, and adding data never moves an earlier "
+                  "one.", ""]
     lines += ["## How the samples were chosen", "", f"- {summary.candidates} finished transfers of the manifest"]
     if summary.gate:
         lines.append(f"- gate `{summary.gate.where}`: kept {summary.gate.kept}, dropped {summary.gate.dropped}")
@@ -152,8 +157,8 @@ def card_text(manifest: Manifest, table: pa.Table, summary: Any, options: dict) 
     if summary.format == "webdataset":
         lines += ["import webdataset as wds  # each sample: .mp4, .png, .json",
                   f"samples = wds.WebDataset(\"{first}-{{000000..{count - 1:06d}}}.tar\", shardshuffle=False)",
-                  "# Hugging Face datasets, offline or from a hub copy of this folder:",
-                  f"# datasets.load_dataset(\"webdataset\", data_files={{\"{first}\": \"{first}-*.tar\"}})"]
+                  "# Hugging Face datasets: this folder (or a hub copy of it); the header above types every field",
+                  "# datasets.load_dataset(\"path/to/this/folder\")"]
     else:
         lines += ["import pyarrow.dataset as ds  # columns: key, mp4, png, json",
                   f"samples = ds.dataset(\"{first}-000000.parquet\").to_table()"]
