@@ -27,7 +27,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from flows import cli_eval, cli_export  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
-from flows.console import guarded, print_summary, progress_bar, require_catalog  # noqa: E402
+from flows.console import guarded, local_input, print_summary, progress_bar, require_catalog  # noqa: E402
 from mtcore.method.config import InversionConfig  # noqa: E402  (light: defaults for the options)
 
 app = typer.Typer(
@@ -108,8 +108,9 @@ def init_model(
 @app.command()
 @guarded
 def invert(
-    reference: Path = typer.Option(..., "--reference", "-r", help="Reference video (any file ffmpeg reads)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Motion embedding file to write (.safetensors)."),
+    reference: str = typer.Option(..., "--reference", "-r", help="Reference video (any file ffmpeg reads; a path "
+                                                                  "or a URL such as s3://bucket/wave.mp4)."),
+    out: str = typer.Option(..., "--out", "-o", help="Motion embedding file to write (.safetensors; a path or a URL)."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     steps: int = typer.Option(InversionConfig.steps, help="Optimisation steps."),
@@ -121,24 +122,24 @@ def invert(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
 ) -> None:
     """Optimise a motion embedding on ONE reference video (motion-textual inversion)."""
-    from mtcore.io.fileio import require_file
+    with local_input(reference) as local:  # a missing input fails before the heavy imports and the model load
+        from mtcore.io.fileio import sha256_file
+        from mtcore.io.storage import writing_to
+        from mtcore.method.config import InversionConfig, validate_config
+        from mtcore.method.embedding import save_embedding
+        from mtcore.method.inversion import invert as run_inversion
+        from mtcore.method.inversion import read_reference
+        from mtcore.method.models import load_model
 
-    require_file(reference)  # before the heavy imports and the model load
-    from mtcore.method.config import InversionConfig, validate_config
-    from mtcore.method.embedding import save_embedding
-    from mtcore.method.inversion import invert as run_inversion
-    from mtcore.method.inversion import read_reference
-    from mtcore.io.fileio import sha256_file
-    from mtcore.method.models import load_model
-
-    config = InversionConfig(steps=steps, tokens_per_frame=tokens_per_frame, num_frames=frames, lr=lr, seed=seed)
-    validate_config(config, "mt invert")
-    svd = load_model(model, revision=revision, device=device, dtype=dtype)
-    video = read_reference(svd, reference, config)
-    bar, advance = progress_bar("inversion", steps)
-    with bar:
-        embedding, stats = run_inversion(svd, video, config, sha256_file(reference), progress=advance)
-    save_embedding(embedding, out)
+        config = InversionConfig(steps=steps, tokens_per_frame=tokens_per_frame, num_frames=frames, lr=lr, seed=seed)
+        validate_config(config, "mt invert")
+        svd = load_model(model, revision=revision, device=device, dtype=dtype)
+        video = read_reference(svd, local, config)
+        bar, advance = progress_bar("inversion", steps)
+        with bar:
+            embedding, stats = run_inversion(svd, video, config, sha256_file(local), progress=advance)
+    with writing_to(out) as tmp:
+        save_embedding(embedding, tmp)
     typer.echo(
         f"wrote {out}: {embedding.num_frames + 1}x{embedding.tokens_per_frame} tokens of width {embedding.token_dim}; "
         f"denoising loss {stats.loss_before:.4f} -> {stats.loss_after:.4f} in {stats.seconds:.1f} s"
@@ -148,9 +149,10 @@ def invert(
 @app.command()
 @guarded
 def transfer(
-    embedding: Path = typer.Option(..., "--embedding", "-e", help="Motion embedding from `mt invert`."),
-    target: list[Path] = typer.Option(..., "--target", "-t", help="Target image (repeat for several)."),
-    out: Path = typer.Option(..., "--out", "-o", help="OUT.mp4 for one target, else a folder (one TARGET.mp4 each)."),
+    embedding: str = typer.Option(..., "--embedding", "-e", help="Motion embedding from `mt invert` (a path or a URL)."),
+    target: list[str] = typer.Option(..., "--target", "-t", help="Target image (repeat for several; paths or URLs)."),
+    out: str = typer.Option(..., "--out", "-o", help="OUT.mp4 for one target, else a folder (one TARGET.mp4 each); "
+                                                     "a path or a URL (s3://bucket/videos/)."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     revision: Optional[str] = typer.Option(None, help="Hub revision of --model."),
     steps: int = typer.Option(25, help="Euler sampling steps."),
@@ -162,30 +164,38 @@ def transfer(
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16."),
 ) -> None:
     """Make videos of target images that move like the embedding's reference video."""
-    from mtcore.io.fileio import require_file
+    import posixpath
+    from contextlib import ExitStack
 
-    for path in (embedding, *target):  # before the heavy imports and the model load
-        require_file(path)
-    from mtcore.method.config import TransferConfig, validate_config
-    from mtcore.method.embedding import load_embedding
     from mtcore.errors import InputError
-    from mtcore.method.models import load_model
-    from mtcore.method.sampling import transfer as run_transfer
-    from mtcore.io.videoio import read_image, write_mp4
+    from mtcore.io.storage import join, normalize
 
-    single = out.suffix.lower() == ".mp4"
+    single = out.lower().endswith(".mp4")
     if single and len(target) > 1:
         raise InputError(out, f"one .mp4 path given for {len(target)} targets; give a folder instead")
-    stems = [t.stem for t in target]
+    stems = [posixpath.splitext(posixpath.basename(normalize(t)))[0] for t in target]
     if not single and len(set(stems)) != len(stems):
         raise InputError("--target", "two targets share a file name; outputs would collide")
-    config = TransferConfig(steps=steps, max_guidance_scale=guidance, fps=fps)
-    validate_config(config, "mt transfer")
-    svd = load_model(model, revision=revision, device=device, dtype=dtype)
-    motion = load_embedding(embedding, model_id=svd.model_id, token_dim=svd.token_dim)
-    full = svd.resolve(config, num_frames=motion.num_frames)
-    images = [read_image(t, full.height, full.width) for t in target]  # fail on a bad target before any sampling
-    paths = [out] if single else [out / f"{s}.mp4" for s in stems]
+    with ExitStack() as inputs:  # missing inputs fail before the heavy imports and the model load
+        motion_file = inputs.enter_context(local_input(embedding))
+        targets = [inputs.enter_context(local_input(t)) for t in target]
+        from mtcore.io.videoio import read_image
+        from mtcore.method.config import TransferConfig, validate_config
+        from mtcore.method.embedding import load_embedding
+        from mtcore.method.models import load_model
+
+        config = TransferConfig(steps=steps, max_guidance_scale=guidance, fps=fps)
+        validate_config(config, "mt transfer")
+        svd = load_model(model, revision=revision, device=device, dtype=dtype)
+        motion = load_embedding(motion_file, model_id=svd.model_id, token_dim=svd.token_dim)
+        full = svd.resolve(config, num_frames=motion.num_frames)
+        # fail on a bad target before any sampling (errors about a download name its URL: local_input)
+        images = [read_image(local, full.height, full.width) for local in targets]
+    from mtcore.io.storage import writing_to
+    from mtcore.io.videoio import write_mp4
+    from mtcore.method.sampling import transfer as run_transfer
+
+    paths = [out] if single else [join(out, f"{s}.mp4") for s in stems]
     bar, advance = progress_bar("transfer", steps * len(images))
     with bar:
         for start in range(0, len(images), max(1, batch_size)):
@@ -194,7 +204,8 @@ def transfer(
             done = start * steps
             videos = run_transfer(svd, chunk, motion, config, seeds, progress=lambda s, _t: advance(done + s * len(chunk), 0))
             for video, path in zip(videos, paths[start : start + batch_size]):
-                write_mp4(video, path, fps=fps)
+                with writing_to(path) as tmp:
+                    write_mp4(video, tmp, fps=fps)
     for p in paths:
         typer.echo(f"wrote {p}")
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from flows.console import guarded, require_catalog
+from flows.console import guarded, local_input, require_catalog
 from mtcore.method.config import InversionConfig
 
 
 @guarded
 def metrics(
-    reference: Path = typer.Option(..., "--reference", "-r", help="Reference video."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output video (e.g. from `mt transfer`)."),
-    target: Optional[Path] = typer.Option(None, "--target", "-t", help="Target image (for PSNR, SSIM, CLIP)."),
+    reference: str = typer.Option(..., "--reference", "-r", help="Reference video (a path or a URL)."),
+    output: str = typer.Option(..., "--output", "-o", help="Output video, e.g. from `mt transfer` (a path or a URL)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Target image, for PSNR, SSIM, CLIP (a path "
+                                                                      "or a URL)."),
     model: Optional[str] = typer.Option(None, help="Model whose image encoder gives CLIP-1st / CLIP-avg (default: none)."),
     tracker: str = typer.Option("opencv_lk", help="Point tracker of motion fidelity."),
 ) -> None:
@@ -25,16 +25,19 @@ def metrics(
     The reference is read at the output's frame count and size (frames spread evenly over the clip),
     the target fitted to the output's size.
     """
+    from contextlib import ExitStack
+
     import numpy as np
 
     from mtcore.io.frames import signed_to_uint8
-    from mtcore.metrics import timed_metrics
     from mtcore.io.videoio import read_frames, read_image, read_video
+    from mtcore.metrics import timed_metrics
 
-    out_frames = read_frames(output)
-    f, h, w = out_frames.shape[:3]
-    ref_frames = signed_to_uint8(read_video(reference, f, h, w))
-    image = np.asarray(read_image(target, h, w)) if target is not None else None
+    with ExitStack() as inputs:  # URLs are downloaded to scratch; errors name what the user gave
+        out_frames = read_frames(inputs.enter_context(local_input(output)))
+        f, h, w = out_frames.shape[:3]
+        ref_frames = signed_to_uint8(read_video(inputs.enter_context(local_input(reference)), f, h, w))
+        image = np.asarray(read_image(inputs.enter_context(local_input(target)), h, w)) if target is not None else None
     encoder = None
     if model is not None:
         from mtcore.metrics.appearance import model_encoder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from typing import Callable
@@ -36,6 +37,25 @@ def guarded(command: Callable) -> Callable:
             fail("interrupted", 130)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def local_input(location: str):
+    """A local path for an input file named by a path or a URL (downloaded to scratch, removed after);
+    an error about the scratch copy names the location the user gave."""
+    from mtcore.errors import InputError
+    from mtcore.io.fileio import require_file
+    from mtcore.io.storage import is_url, local_copy
+
+    if not is_url(location):
+        require_file(location)  # a URL that cannot be fetched fails in local_copy, naming it
+    with local_copy(location) as path:
+        try:
+            yield path
+        except InputError as exc:
+            if is_url(location) and exc.where == str(path):
+                raise InputError(location, exc.problem) from None
+            raise
 
 
 def progress_bar(description: str, total: int):

@@ -99,3 +99,36 @@ def test_cli_commands_work_on_an_s3_out(s3_run, prefect_api, tmp_path):
     assert list(tmp_path.glob("*.png")) == []  # nothing written locally
     for table in ("embeddings", "transfers", "runs", "metrics"):
         assert S3_SECRET not in read_table(out, table).to_csv()
+
+
+def test_invert_transfer_and_metrics_read_and_write_urls(s3_server, bucket, media, tmp_path):
+    """`mt invert`, `mt transfer` and `mt metrics` on s3:// paths only: nothing is written locally, and a
+    missing input is named by its URL in one line."""
+    from mtcore.io.videoio import read_frames
+
+    store = Storage(f"s3://{bucket}")
+    for name in ("right.mp4", "cat.png", "dog.png"):
+        store.put_file(f"in/{name}", media / name)
+    env = cli_env(tmp_path)
+
+    def mt(*args, ok=True):
+        done = subprocess.run([MT, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert (done.returncode == 0) == ok, done.stderr[-2000:]
+        return done
+
+    base = f"s3://{bucket}"
+    mt("invert", "--reference", f"{base}/in/right.mp4", "--out", f"{base}/emb/right.safetensors", "--steps", "2")
+    assert store.exists("emb/right.safetensors")
+    mt("transfer", "--embedding", f"{base}/emb/right.safetensors", "--target", f"{base}/in/cat.png",
+       "--target", f"{base}/in/dog.png", "--out", f"{base}/videos", "--steps", "2")
+    with store.reading("videos/cat.mp4") as path:
+        assert read_frames(path).shape[0] == 8  # the built-in model's frame count
+    assert store.exists("videos/dog.mp4")
+    measured = json.loads(mt("metrics", "--reference", f"{base}/in/right.mp4", "--output", f"{base}/videos/cat.mp4",
+                             "--target", f"{base}/in/cat.png").stdout)
+    assert -1.0 <= measured["motion_fidelity"] <= 1.0 and measured["psnr_first"] > 0
+    assert list(tmp_path.glob("**/*.mp4")) == [] and list(tmp_path.glob("**/*.safetensors")) == []
+    missing = mt("transfer", "--embedding", f"{base}/emb/right.safetensors", "--target", f"{base}/in/owl.png",
+                 "--out", f"{base}/videos", ok=False)
+    assert missing.returncode == 2 and f"{base}/in/owl.png: file not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mtcore.data.catalog import read_table
 from mtcore.errors import InputError
-from mtcore.io.storage import is_url, local_copy, normalize, storage
+from mtcore.io.storage import is_url, local_copy, normalize, storage, writing_to
 from mtcore.io.frames import signed_to_uint8
 from mtcore.io.videoio import read_frames, read_video
 
@@ -27,8 +27,7 @@ def save_contact_sheet(videos: list[np.ndarray], path: str | os.PathLike, scale:
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     sheet = Image.fromarray(np.concatenate(rows, axis=0))
     location = normalize(path)
-    folder, name = location.rsplit("/", 1) if is_url(location) else (os.path.dirname(location), os.path.basename(location))
-    with storage(folder).writing(name) as tmp:
+    with writing_to(location) as tmp:
         sheet.save(tmp, format="PNG")
     return location if is_url(location) else Path(location)
 

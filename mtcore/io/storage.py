@@ -325,6 +325,15 @@ def sha256_input(location: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
+def writing_to(location: str | os.PathLike) -> Iterator[Path]:
+    """A local temporary path whose file becomes `location` (a local path or a URL) whole on success
+    (renamed locally, one upload remotely); removed on error."""
+    where = normalize(location)
+    with storage(parent(where)).writing(posixpath.basename(where) if is_url(where) else os.path.basename(where)) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
 def local_copy(location: str | os.PathLike) -> Iterator[Path]:
     """A local path for a file that may be remote: the path itself, or a scratch copy removed afterwards.
     A remote file that cannot be fetched raises InputError naming it."""
@@ -344,4 +353,4 @@ def local_copy(location: str | os.PathLike) -> Iterator[Path]:
 
 
 __all__ = ["Storage", "Stat", "storage", "filesystem", "scratch_dir", "read_input", "sha256_input",
-           "local_copy", "input_error", "is_url", "located", "normalize", "join", "parent", "resolve", "inside"]
+           "local_copy", "writing_to", "input_error", "is_url", "located", "normalize", "join", "parent", "resolve", "inside"]
