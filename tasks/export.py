@@ -219,8 +219,8 @@ def _previous_export(store, dest: str, fingerprint: str, overwrite: bool) -> lis
     if INDEX in names:
         index = json.loads(store.read_bytes(INDEX))
         shards = [Shard(**s) for s in index.get("shards", [])]
-        if index.get("fingerprint") == fingerprint and all(s.name in names for s in shards):
-            return shards
+        if index.get("fingerprint") == fingerprint:  # this very export: whole, or to be made whole again
+            return shards if all(s.name in names for s in shards) else None
         if not overwrite:
             raise ExportRefused(dest, f"holds another export ({index.get('samples')} samples, fingerprint "
                                       f"{str(index.get('fingerprint'))[:12]}); --overwrite replaces it")

@@ -124,6 +124,10 @@ def test_export_to_webdataset_is_read_by_webdataset_and_hugging_face(labelled_ru
     again = mt("export", manifest, "--to", dest, "--out", out, "--split", "train=0.5,test=0.5", home=tmp_path)
     assert "nothing written" in again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
+    # the same export with a shard gone is made whole again, without --overwrite
+    shards[0].unlink()
+    mt("export", manifest, "--to", dest, "--out", out, "--split", "train=0.5,test=0.5", home=tmp_path)
+    assert {p.name for p in dest.glob("*.tar")} == {s["name"] for s in index["shards"]}
     # another export into it is refused, unless --overwrite
     other = mt("export", manifest, "--to", dest, "--out", out, home=tmp_path, check=False)
     assert other.returncode == 2 and "holds another export" in other.stderr
