@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import typer
@@ -10,19 +9,28 @@ import typer
 from flows.console import fail, guarded
 
 
+class _StderrLog:
+    """What StageProgress logs to, on stderr (`mt export` runs no Prefect flow to log into)."""
+
+    def info(self, message: str, *args) -> None:
+        typer.echo(message % args if args else message, err=True)
+
+    warning = info
+
+
 def _progress():
-    """rows/s and an ETA on stderr, at most every 2 s, and once at the end."""
-    start, last = time.monotonic(), [0.0]
+    """The export's progress in the pipeline's own format (tasks.progress: rows/s, ETA), every 2 s and at
+    the end; StageProgress is made at the first call, which gives the total."""
+    from tasks.progress import StageProgress
+
+    state: dict = {}
 
     def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < 2.0 and done < total:
-            return
-        last[0] = now
-        rate = done / max(now - start, 1e-9)
-        eta = (total - done) / rate if rate else 0.0
-        typer.echo(f"export: {done:,}/{total:,} samples ({100 * done / total:.0f}%), {rate:,.0f} samples/s, "
-                   f"ETA {eta:,.0f} s", err=True)
+        progress = state.setdefault("stage", StageProgress(_StderrLog(), "export", total, per_item_limit=0,
+                                                           interval=2.0))
+        progress.advance(done - progress.done)
+        if done == total:
+            progress.finish()
     return show
 
 

@@ -45,7 +45,8 @@ from tasks.plan import plan_run, planned_transfers
 INDEX = "index.json"
 CHUNK = 256  # samples whose files are fetched at once (threads; bounded memory)
 FETCH_THREADS = 8
-_SHARD = r"[a-z][a-z0-9_]*-\d{6}\.(tar|parquet)"
+_SHARD = rf"[a-z][a-z0-9_]*-\d{{6}}\.({'|'.join(w.extension for w in FORMATS.values())})"
+"""A shard's name, as ShardWriter names them, in any format of FORMATS."""
 _OURS = re.compile(rf"^({_SHARD}|README\.md|provenance\.parquet|metrics\.png|index\.json|\..+\.tmp-.+)$")
 """Files an export writes (and temporaries of a killed one): a DEST holding only these is ours to reuse."""
 
