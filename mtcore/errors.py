@@ -53,14 +53,22 @@ _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CRED
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@")
 
 
-def redact(text: str) -> str:
+def secret_values() -> list[str]:
+    """The values of environment variables whose names say they are secrets (HF_TOKEN,
+    AWS_SECRET_ACCESS_KEY, ...), 8 characters or longer, as `redact` hides them now."""
+    return [value for name, value in os.environ.items() if len(value) >= 8 and _SECRET_NAME.search(name)]
+
+
+def redact(text: str, secrets: list[str] | None = None) -> str:
     """`text` without secrets: credentials in URLs (scheme://user:password@host) and the values of
-    environment variables whose names say they are secrets (HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...).
+    environment variables whose names say they are secrets (`secret_values()`; a caller redacting many
+    strings at once passes them, read once).
 
     Applied to every error and path the pipeline writes into catalogs and logs.
     """
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
+    if "@" in text:
+        text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+    for value in secret_values() if secrets is None else secrets:
+        if value in text:
             text = text.replace(value, "***")
     return text
