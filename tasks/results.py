@@ -20,11 +20,12 @@ class StageResult:
     failed: int = 0
     """Rows that failed in this run."""
     ok_keys: set[str] = field(default_factory=set)
-    """Keys available after the stage: computed now or cached before."""
+    """Keys available after the stage: computed now or cached before (kept for embeddings only:
+    tasks.sink.KEYED)."""
     failed_keys: dict[str, str] = field(default_factory=dict)
-    """Key -> one-line error, for items that failed in this run."""
+    """Key -> one-line error, for items that failed in this run (embeddings only)."""
     errors: list[str] = field(default_factory=list)
-    """The errors of failed rows, in the order they happened."""
+    """The errors of the first failed rows (tasks.sink.ERRORS_KEPT), in the order they happened."""
     measured: int = 0
     """Metrics rows written (transfers measured) in this run."""
     elsewhere: int = 0

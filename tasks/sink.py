@@ -25,6 +25,11 @@ FLUSH_ROWS = 20_000
 FLUSH_SECONDS = 5.0
 SERVE_CHUNK = 4096  # transfers made into work items and handed to the pool at a time
 KEY_COLUMNS = {"embeddings": "embedding_key", "transfers": "transfer_key", "metrics": "transfer_key"}
+KEYED = ("embeddings",)
+"""Tables whose ok and failed keys a stage keeps in memory (the transfer stage needs every embedding's
+fate); a million transfers keep none (about 150 MB of strings at 10^6), only their counts."""
+ERRORS_KEPT = 100
+"""Failed rows whose error a stage keeps for its summary (every error is in the catalogs)."""
 
 
 class RowSink:
@@ -58,11 +63,14 @@ class RowSink:
                         self.result.elsewhere += 1
                     else:
                         self.result.computed += 1
-                    self.result.ok_keys.add(row[KEY_COLUMNS[table]])
+                    if table in KEYED:
+                        self.result.ok_keys.add(row[KEY_COLUMNS[table]])
                 else:
                     self.result.failed += 1
-                    self.result.failed_keys[row[KEY_COLUMNS[table]]] = row["error"]
-                    self.result.errors.append(row["error"])
+                    if table in KEYED:
+                        self.result.failed_keys[row[KEY_COLUMNS[table]]] = row["error"]
+                    if len(self.result.errors) < ERRORS_KEPT:
+                        self.result.errors.append(row["error"])
             self.buffer[table].extend(table_rows)
         if sum(map(len, self.buffer.values())) >= FLUSH_ROWS or time.monotonic() - self.last > FLUSH_SECONDS:
             self.flush()
