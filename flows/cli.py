@@ -273,6 +273,9 @@ def run(
     resources and counts (inversions need far more GPU memory than transfers).
     Exit status 1 when any row failed (see the summary and catalog error columns).
     """
+    from flows.prefect_server import early_server, using
+
+    server = early_server()  # Prefect's temporary server boots while the inputs are checked and the pipeline loads
     from mtcore.data.samples import check_manifest
     from mtcore.io.outroot import check_output_root
 
@@ -289,10 +292,11 @@ def run(
     quiet_ephemeral_prefect()
     from flows.bulk import bulk_run
 
-    summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                       workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
-                       inversion_batch=inversion_batch, resources=worker_resources, invert_pool=pools["invert"],
-                       transfer_pool=pools["transfer"])
+    with using(server):
+        summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                           workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
+                           inversion_batch=inversion_batch, resources=worker_resources, invert_pool=pools["invert"],
+                           transfer_pool=pools["transfer"])
     print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)
