@@ -1,10 +1,12 @@
 """A whole run with its manifest, media and OUT in object storage (a real S3 server on loopback: moto), through
 the real Prefect flow and a real local Ray: every artifact lands in the bucket, keys equal a local run's, a
-re-run computes nothing, and `mt compact`, `mt evaluate`, `mt report` and `mt sheet` work on the s3:// OUT."""
+re-run computes nothing, the model itself can be in the bucket (rows name the identity of the same folder on
+disk), and `mt compact`, `mt evaluate`, `mt report` and `mt sheet` work on the s3:// OUT."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,18 +30,31 @@ def s3_run(prefect_harness, s3_server, media, tiny_model_dir, tmp_path_factory):
 
     bucket = f"mt-run-{uuid.uuid4().hex[:8]}"
     filesystem(f"s3://{bucket}")[0].mkdir(bucket)
-    folder = tmp_path_factory.mktemp("s3-manifest")
+    folder, local_folder = tmp_path_factory.mktemp("s3-manifest"), tmp_path_factory.mktemp("local-manifest")
     for name in ("right.mp4", "left.mp4", "cat.png", "dog.png"):
         (folder / name).write_bytes((media / name).read_bytes())
+        (local_folder / name).write_bytes((media / name).read_bytes())
+    # the model too is in the bucket (fetched into a cache of this machine), the local run's on disk
+    upload_folder(tiny_model_dir, f"s3://{bucket}/models/tiny")
+    cache = tmp_path_factory.mktemp("model-cache")
+    saved, os.environ["MT_MODEL_CACHE"] = os.environ.get("MT_MODEL_CACHE"), str(cache)  # the driver's and Ray's
     # relative media paths: they resolve against the manifest's own location, in the bucket
-    write_manifest(folder, {"right": "right.mp4", "left": "left.mp4"}, {"cat": "cat.png", "dog": "dog.png"},
-                   model=str(tiny_model_dir), allow_outside=False)
+    pairs = {"right": "right.mp4", "left": "left.mp4"}, {"cat": "cat.png", "dog": "dog.png"}
+    write_manifest(folder, *pairs, model=f"s3://{bucket}/models/tiny", allow_outside=False)
+    write_manifest(local_folder, *pairs, model=str(tiny_model_dir), allow_outside=False)
     upload_folder(folder, f"s3://{bucket}/in")
     out = f"s3://{bucket}/out"
-    first = bulk_run(f"s3://{bucket}/in/manifest.yaml", out=out)
-    second = bulk_run(f"s3://{bucket}/in/manifest.yaml", out=out)
-    local_out = folder / "local-out"
-    local = bulk_run(str(folder / "manifest.yaml"), out=str(local_out))
+    try:
+        first = bulk_run(f"s3://{bucket}/in/manifest.yaml", out=out)
+        second = bulk_run(f"s3://{bucket}/in/manifest.yaml", out=out)
+    finally:
+        if saved is None:
+            os.environ.pop("MT_MODEL_CACHE")
+        else:
+            os.environ["MT_MODEL_CACHE"] = saved
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] != []  # fetched into the cache
+    local_out = local_folder / "local-out"
+    local = bulk_run(str(local_folder / "manifest.yaml"), out=str(local_out))
     return bucket, out, first, second, local, local_out
 
 
@@ -66,11 +81,13 @@ def test_rerun_from_object_storage_computes_nothing(s3_run):
 
 
 def test_keys_equal_a_local_run_of_the_same_media(s3_run):
-    """Keys are content hashes: the bucket's copy of a file keys like the local file."""
+    """Keys are content hashes: the bucket's copy of a file keys like the local file, and the bucket's copy of
+    the model has the identity of the folder it was uploaded from."""
     _, out, _, _, local, local_out = s3_run
     assert local.failed == 0
     for table, key in (("embeddings", "embedding_key"), ("transfers", "transfer_key")):
         assert set(read_table(out, table)[key]) == set(read_table(local_out, table)[key])
+    assert set(read_table(out, "embeddings").model_id) == set(read_table(local_out, "embeddings").model_id)
 
 
 def test_cli_commands_work_on_an_s3_out(s3_run, prefect_api, tmp_path):

@@ -112,11 +112,18 @@ def sample_table(manifest: Manifest, out: str | os.PathLike, planned: pa.Table, 
 
 def check_manifest(path: str | os.PathLike) -> Manifest:
     """`load_manifest`, and its `retry.where` run on no rows: an unknown column or bad SQL is refused
-    before any work (the condition is otherwise first run after the first seed's videos)."""
+    before any work (the condition is otherwise first run after the first seed's videos). A model in a
+    bucket is fetched into this machine's cache now, so a missing or partial one is refused here, in one
+    line (mtcore.io.modelcache), and the plan finds it."""
     from mtcore.data.catalog import SCHEMAS
     from mtcore.data.select import filter_rows
+    from mtcore.io.locations import is_url
+    from mtcore.method.identity import model_identity
 
     manifest = load_manifest(path)
+    for ref in manifest.models:
+        if ref.model and is_url(ref.model):
+            model_identity(ref.model, ref.revision)
     if manifest.retry is not None:
         def no_rows(table: str, columns) -> pa.Table:
             return pa.schema([SCHEMAS[table].field(c) for c in columns]).empty_table()

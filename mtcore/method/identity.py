@@ -1,7 +1,9 @@
 """Model identity: the provenance string recorded in embeddings, cache keys and catalogs.
 
 "hub:<id>@<revision>" for a hub model, "local:<sha256 of the folder's config and weight files>"
-for a local folder, so a retrained local model never reuses stale artifacts. Light on purpose
+for a local folder, so a retrained local model never reuses stale artifacts. A model in a bucket
+(s3://bucket/models/svd-xt) is a local folder once fetched into this machine's cache
+(mtcore.io.modelcache), so it has the identity of the same folder on disk. Light on purpose
 (no torch): planning a run, which only hashes, must not pay for importing the ML stack.
 """
 
@@ -14,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mtcore.errors import InputError
+from mtcore.io.locations import is_url, normalize
 
 # The CPU default: the trained toy model (see docs/toy-model.md), a complete SVD pipeline folder.
 DEFAULT_MODEL = Path(__file__).parents[1] / "assets" / "toy-svd"
@@ -42,9 +45,12 @@ def locate_model(value: str, base: str | os.PathLike) -> tuple[str, bool]:
 
     The one rule for every place a user names a model (manifest `model:`, `--model`): a value that
     looks like a path (".", "..", "./x", "../x", "/x", "~/x") or names an existing folder relative to
-    `base` is a local folder, which must exist; anything else must look like a hub id ("org/name").
+    `base` is a local folder, which must exist; a URL (s3://bucket/models/x) is a model in a bucket;
+    anything else must look like a hub id ("org/name").
     InputError says which rule failed.
     """
+    if is_url(value):  # a bucket: fetched into the local cache when loaded or identified
+        return normalize(value), False
     local = local_candidate(value, base)
     if local is not None:
         if not local.is_dir():
@@ -76,6 +82,10 @@ def model_identity(model: str | os.PathLike, revision: str | None = None) -> str
     A hub id without a revision is recorded as "@main": pin `revision` to a commit for
     reproducible cache keys when the hub branch may move.
     """
+    if is_url(model):
+        from mtcore.io.modelcache import fetch_model
+
+        model = fetch_model(str(model))
     if is_local(model):
         root = Path(model).expanduser().resolve()
         if not (root / "model_index.json").is_file():

@@ -18,6 +18,7 @@ from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
 
 from mtcore.method.config import Config, resolve
 from mtcore.errors import InputError
+from mtcore.io.locations import is_url
 from mtcore.method.identity import DEFAULT_MODEL, is_local, locate_model, model_identity
 from mtcore.method.routing import MotionRouting
 
@@ -147,6 +148,10 @@ def load_model(
     """
     global _LOADS
     model = DEFAULT_MODEL if model is None else model
+    if is_url(model):  # a bucket: this machine's copy, downloaded once (mtcore.io.modelcache)
+        from mtcore.io.modelcache import fetch_model
+
+        model = fetch_model(str(model))
     if not is_local(model):
         model, _ = locate_model(str(model), Path.cwd())
     dev = pick_device(str(device) if device is not None else None)
