@@ -40,9 +40,9 @@ def inspect(out: str) -> dict:
     con.register_filesystem(s3fs.S3FileSystem(client_kwargs=endpoint))
     tables = {}
     for table, key, path in (("embeddings", "embedding_key", "path"), ("transfers", "transfer_key", "video_path")):
-        rows = con.sql(f"SELECT {key} AS key, status, {path} AS path, worker FROM "
+        rows = con.sql(f"SELECT {key} AS key, status, {path} AS path, worker, model_id FROM "
                        f"read_parquet('{out}/catalog/{table}/*.parquet')").fetchall()
-        tables[table] = [{"key": k, "status": s, "path": p, "worker": w} for k, s, p, w in rows]
+        tables[table] = [{"key": k, "status": s, "path": p, "worker": w, "model_id": m} for k, s, p, w, m in rows]
     runs = pd.read_parquet(f"{out}/catalog/runs", storage_options={"client_kwargs": endpoint})
     return {"files": files, "tables": tables, "runs": json.loads(runs.to_json(orient="records"))}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mtcore.method.identity import model_identity
 from tests import hosts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,9 @@ HEAD = f"{hosts.HOST_A_IP}:6379"
 RESOURCE = {"mt_model_host": 1}
 IN = f"s3://{BUCKET}/in"
 OUT = f"s3://{BUCKET}/out"
+MODEL = f"s3://{BUCKET}/models/toy-svd"
+MODEL_CACHE = "/tmp/mt-models"
+"""Each host's model cache: in its own /tmp (the hosts share every other folder of this machine)."""
 
 pytestmark = pytest.mark.skipif(hosts.available() is not None, reason=f"two hosts: {hosts.available()}")
 
@@ -67,7 +71,7 @@ def cluster():
         aws = {"AWS_ACCESS_KEY_ID": "mt-test-key", "AWS_SECRET_ACCESS_KEY": "mt-test-secret-0123456789abcdef",
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{hosts.HOST_A_IP}:{PORT}"}
         env = hosts.ray_env({**aws, "PREFECT_HOME": "/tmp/prefect-home", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                             "COLUMNS": "160"})
+                             "COLUMNS": "160", "MT_MODEL_CACHE": MODEL_CACHE})
         env.pop("PREFECT_API_URL", None)  # the driver in host A starts Prefect's temporary server there
         server = Process(a, [hosts.PYTHON, "tests/s3server.py", "--host", hosts.HOST_A_IP, "--port", str(PORT),
                              "--bucket", BUCKET, "--down-seconds", "8"], env)
@@ -78,6 +82,16 @@ def cluster():
         node_b = next(n["node_id"] for n in nodes if n["ip"] == hosts.HOST_B_IP)
         a.run([hosts.PYTHON, "tests/in_host.py", "upload", str(ROOT / "manifests"), IN], env=env, cwd=ROOT,
               timeout=120, check=True)
+        # the demo with its model in the bucket: neither host has a copy until it fetches one into its own /tmp
+        a.run([hosts.PYTHON, "tests/in_host.py", "upload", str(ROOT / "mtcore" / "assets" / "toy-svd"), MODEL], env=env,
+              cwd=ROOT, timeout=120, check=True)
+        demo = a.run([hosts.PYTHON, "-c", (
+            f"import sys, yaml; d = yaml.safe_load(open('manifests/demo.yaml')); d['model'] = '{MODEL}'; "
+            "yaml.safe_dump(d, sys.stdout)")], env=env, cwd=ROOT, timeout=60)
+        assert demo.returncode == 0, demo.stderr
+        Path(a.tmp_root / "demo-model-in-bucket.yaml").write_text(demo.stdout)
+        a.run([hosts.PYTHON, "tests/in_host.py", "put", "/tmp/demo-model-in-bucket.yaml", f"{IN}/demo-model-in-bucket.yaml"],
+              env=env, cwd=ROOT, timeout=60, check=True)
         yield {"a": a, "b": b, "env": env, "server": server, "node_b": node_b}
 
 
@@ -101,10 +115,13 @@ def summary(output: str) -> dict:
 
 
 def test_demo_on_object_storage_runs_on_the_other_host_through_a_storage_restart(cluster):
-    """The demo with OUT in the bucket, its worker on host B; the S3 server restarts mid-run (its objects
-    kept, every connection dropped): retries cost time, not rows. Then DuckDB on host A reads the catalogs
-    from the bucket, host B's disk holds nothing but Ray's temp, and a re-run computes nothing."""
-    run = mt_run(cluster, f"{IN}/demo.yaml")
+    """The demo with OUT and its model in the bucket, its worker on host B, which has no copy of the model
+    and fetches one; the S3 server restarts mid-run (its objects kept, every connection dropped): retries
+    cost time, not rows. Then DuckDB on host A reads the catalogs from the bucket, host B's disk holds
+    nothing but Ray's temp and its model cache, the rows name the identity of the model's folder on disk,
+    and a re-run computes nothing."""
+    assert not any(p.startswith("mt-models") for p in cluster["b"].listdir_tmp())
+    run = mt_run(cluster, f"{IN}/demo-model-in-bucket.yaml")
     run.wait_for("inversion 1/3", timeout=900)  # the worker on B has written an embedding: work is under way
     cluster["server"].proc.send_signal(signal.SIGUSR1)
     cluster["server"].wait_for("restarted", timeout=60)
@@ -120,11 +137,15 @@ def test_demo_on_object_storage_runs_on_the_other_host_through_a_storage_restart
         assert len({r["key"] for r in rows}) == count
         assert sorted(r["path"] for r in rows) == state["files"][folder]  # every artifact is in the bucket
     assert state["files"]["claims"] == state["files"][".probe"] == state["files"][".loads"] == []
-    # nothing on host B's own disk but Ray's temp (scratch copies live in Ray's temp and are removed)
+    # nothing on host B's own disk but Ray's temp (scratch copies live in Ray's temp and are removed) and the
+    # model it fetched, once
     on_b = cluster["b"].listdir_tmp()
-    assert [p for p in on_b if not p.startswith("ray/")] == []
+    assert [p for p in on_b if not p.startswith(("ray/", "mt-models/"))] == []
+    fetched = {p.split("/")[1] for p in on_b if p.startswith("mt-models/") and p.endswith("model_index.json")}
+    assert len(fetched) == 1, on_b
+    assert {r["model_id"] for r in state["tables"]["embeddings"]} == {model_identity(ROOT / "mtcore" / "assets" / "toy-svd")}
     assert [p for p in on_b if "/mt-scratch/" in p] == []  # scratch copies removed once used
-    rerun = mt_run(cluster, f"{IN}/demo.yaml")
+    rerun = mt_run(cluster, f"{IN}/demo-model-in-bucket.yaml")
     rc, output = rerun.finish(timeout=600)
     assert rc == 0, output[-3000:]
     again = summary(output)
