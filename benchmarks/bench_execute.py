@@ -145,6 +145,8 @@ def drive(args) -> int:
 
     bulk.plan_stage = plan_stage
 
+    import pyarrow as pa
+
     samples = open(args.samples, "a", buffering=1)
     stop = threading.Event()
 
@@ -154,7 +156,8 @@ def drive(args) -> int:
             with open("/proc/self/statm") as f:
                 rss = int(f.read().split()[1]) * page
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            samples.write(json.dumps({"t": time.time(), "rss": rss, "cpu": usage.ru_utime + usage.ru_stime, "transfers": counts["rows_transfers"],
+            samples.write(json.dumps({"t": time.time(), "rss": rss, "cpu": usage.ru_utime + usage.ru_stime,
+                                      "arrow": pa.total_allocated_bytes(), "transfers": counts["rows_transfers"],
                                       "metrics": counts["rows_metrics"]}) + "\n")
             stop.wait(SAMPLE_S)
 
@@ -162,7 +165,10 @@ def drive(args) -> int:
     if os.environ.get("BENCH_TRACEMALLOC"):  # where the driver's memory goes (slows it about 2x)
         import tracemalloc
         tracemalloc.start(8)
-    ray.init(address=args.address, runtime_env=standin.ray_runtime_env(args.made_log), log_to_driver=False)
+    runtime_env = standin.ray_runtime_env(args.made_log)
+    # the nodes were started before the S3 server: its endpoint and credentials go with the job
+    runtime_env["env_vars"].update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    ray.init(address=args.address, runtime_env=runtime_env, log_to_driver=False)
     t_flow = time.time()
     summary = bulk.bulk_run(args.manifest, args.out, ray_address=args.address, gpus_per_worker=1,
                             workers=NODES * GPUS_PER_NODE, batch_size=args.batch_size)
@@ -253,7 +259,11 @@ def report(case: str, n: int, r: dict, out: str, s3_requests: dict | None) -> di
     line = {"case": case, "transfers": transfers, "metrics_rows": c.get("rows_metrics", 0),
             "rows_per_s": round(rate, 1), "driver_cpu_ms_per_row": round(cpu_ms, 3), "driver_s": round(r["t_end"] - r["t_start"], 1),
             "flow_s": round(r["t_end"] - r["t_flow"], 1), "driver_cpu_s": round(r["cpu_s"], 1), "plan_s": round(r["plan_s"] or 0, 2),
-            "peak_rss_mb": round(peak), "ray_calls_per_row": round(calls / max(1, transfers), 3),
+            "peak_rss_mb": round(peak),
+            "rss_growth_kb_per_1k_rows": round((window[-1]["rss"] - window[0]["rss"]) / 1024
+                                               / max(1, (window[-1]["transfers"] - window[0]["transfers"]) / 1000), 1)
+            if len(window) > 1 else None,
+            "arrow_mb_end": round(samples[-1].get("arrow", 0) / 2**20, 1), "ray_calls_per_row": round(calls / max(1, transfers), 3),
             "ray_items": c.get("ray_items", 0), "catalog_parts_written": c.get("parts", 0),
             "catalog_parts_left": parts_left,
             "first_video_s": round(t_first - r["t_start"], 1) if t_first else None,
@@ -289,6 +299,26 @@ def rows_png(samples: list[dict], t0: float, path: str, title: str) -> None:
     ax2.set_ylabel("driver RSS (MB)", color="tab:red")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def metrics_cpu_per_video(out: str, manifest: Path, n: int = 40) -> float:
+    """CPU seconds (this process and its ffmpeg children) that `tasks.work.run_metrics` takes per video, on
+    `n` videos of the run, in one process on an idle machine: the metrics' own cost, without the pipeline."""
+    from mtcore.data.manifest import load_manifest
+    from mtcore.method.models import load_model
+    from tasks.plan import plan_run
+    from tasks.work import run_metrics
+
+    plan = plan_run(load_manifest(manifest), out)
+    jobs = [job for _, job in zip(range(n + 2), plan.transfers_cached)]
+    model = load_model(plan.models[0].model)
+    run_metrics(model, jobs[:2], out, "bench")  # warm: imports, the reference's frames
+    cpu = lambda: sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)  # noqa: E731
+                      for f in ("ru_utime", "ru_stime"))
+    c0 = cpu()
+    rows = run_metrics(model, jobs[2:], out, "bench")["metrics"]
+    assert len(rows) == len(jobs) - 2, "metrics failed"
+    return (cpu() - c0) / len(rows)
 
 
 def check_once(out: str, manifest: Path) -> dict:
@@ -399,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
                     from bench_storage import delta
                     requests = delta(server.counts(), before)
                 line = report(case, n, r, out, requests)
+                if metrics:
+                    line["metrics_cpu_s_per_video"] = round(metrics_cpu_per_video(out, manifest), 3)
+                    print(f"   the metrics' own CPU: {line['metrics_cpu_s_per_video']} s per video (one process, "
+                          f"ffmpeg decoding included)", flush=True)
                 if args.png and not results:
                     rows_png(r["samples"], r["t_start"], args.png, f"bench_execute {case}: {n:,} transfers")
                     print(f"   wrote {args.png}", flush=True)

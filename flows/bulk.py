@@ -26,6 +26,7 @@ from tasks.measure import metrics_stage
 from tasks.pool import PoolConfig, RaySession, WorkerPool
 from tasks.results import RunSummary, StageResult
 from tasks.retry import retry_stage
+from tasks.plan import parse_part
 from tasks.run import plan_stage, record_run
 from tasks.transfer import transfer_stage
 from tasks.upkeep import compact_stage
@@ -75,6 +76,7 @@ def bulk_run(
     resources: dict[str, float] | None = None,
     invert_pool: dict | None = None,
     transfer_pool: dict | None = None,
+    part: str | None = None,
 ) -> RunSummary:
     """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
 
@@ -91,13 +93,17 @@ def bulk_run(
     inversions still run (tasks.feed).
 
     Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
-    item is computed twice and each finishes what the others leave.
+    item is computed twice and each finishes what the others leave. `part` "I/N": this run does part I of
+    N disjoint ranges of the transfer keys (Plan.part), so that N drivers, each with its own cluster, split
+    a run that one driver cannot feed, without contending for the same claims.
     """
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     out = check_output_root(out, int(min_free_mb * 2**20))
     plan = plan_stage(manifest, out)
+    if part:
+        plan = plan.part(*parse_part(part))
     pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype,
                              resources=dict(resources or {}))
     inverting, transferring = stage_config(pool_config, invert_pool), stage_config(pool_config, transfer_pool)

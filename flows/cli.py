@@ -265,6 +265,8 @@ def run(
     transfer_workers: Optional[int] = typer.Option(None, help="Transfer workers (default: --workers)."),
     transfer_resources: Optional[str] = typer.Option(None, help='Custom resources of transfer workers, JSON (e.g. '
                                                                 '\'{"L4": 1}\'; default: --resources).'),
+    part: Optional[str] = typer.Option(None, help="Do part I/N of the transfers (N disjoint key ranges), e.g. 2/4: N "
+                                                  "drivers, each with its own Ray cluster, split a run on one OUT."),
 ) -> None:
     """Run a manifest as one Prefect flow: invert missing embeddings, transfer missing pairs, write catalogs.
 
@@ -285,6 +287,9 @@ def run(
                      "resources": parse_resources(text, f"--{stage}-resources") if text else None}
              for stage, gpus, count, text in (("invert", invert_gpus, invert_workers, invert_resources),
                                               ("transfer", transfer_gpus, transfer_workers, transfer_resources))}
+    if part is not None:
+        from tasks.plan import parse_part
+        parse_part(part)
     check_manifest(manifest)
     out = check_output_root(out, int(min_free_mb * 2**20))
     if ray_address is None:
@@ -296,7 +301,7 @@ def run(
         summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
                            workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
                            inversion_batch=inversion_batch, resources=worker_resources, invert_pool=pools["invert"],
-                           transfer_pool=pools["transfer"])
+                           transfer_pool=pools["transfer"], part=part)
     print_summary(summary, as_json)
     if summary.failed:
         raise typer.Exit(1)

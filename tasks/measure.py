@@ -41,8 +41,12 @@ def metrics_stage(pool: WorkerPool, plan: Plan, out: str, run_id: str, claims: C
     sink = RowSink(out, "metrics", result, run_id, claims, lambda table, row: metrics_claim(row["transfer_key"]))
     todo = plan.metrics_todo if plan.metrics else []
     # MetricsBatches are made a chunk at a time (a new metrics version re-measures every cached video)
-    job_chunks = (([j for part in chunk for j in part.jobs()] for chunk in chunks(todo.parts, SERVE_CHUNK))
-              if isinstance(todo, Transfers) else [list(todo)])
+    if isinstance(todo, Transfers):
+        job_chunks = ([j for part in chunk for j in part.jobs()] for chunk in chunks(todo.parts, SERVE_CHUNK))
+    elif hasattr(todo, "chunks"):  # catalog rows (tasks.plan_metrics.RowJobs: mt evaluate)
+        job_chunks = todo.chunks(SERVE_CHUNK)
+    else:
+        job_chunks = [list(todo)]
     progress = StageProgress(log, "measuring", len(todo))
 
     def on_done(batch: MetricsBatch, rows: Rows | Exception) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mtcore.errors import InputError
 from mtcore.data.catalog import metric_key_array, ok_key_array, store_folder, store_relpath
 from mtcore.method.identity import DEFAULT_MODEL, model_identity
 from mtcore.data.keys import TransferKeys, embedding_key
@@ -68,6 +69,44 @@ class Plan:
                        inversions_cached=mine(self.inversions_cached), transfers_todo=sets(self.transfers_todo),
                        transfers_cached=sets(self.transfers_cached), metrics_todo=metrics_todo,
                        failed_inversions=pairs(self.failed_inversions), failed_transfers=pairs(self.failed_transfers))
+
+
+    def part(self, index: int, count: int) -> "Plan":
+        """Part `index` (1-based) of `count` disjoint parts of the transfers, by key (`key_part`): what one of
+        `count` drivers does when they split a run between them (`mt run --part I/N`). Its inversions are
+        those its transfers need (a reference whose transfers fall in several parts is inverted by the first
+        driver to claim it; the others find it in the store); the failed inversions' rows are part 1's."""
+        if not 1 <= index <= count:
+            raise ValueError(f"part {index} of {count}: the part is 1 to {count}")
+        if count == 1:
+            return self
+        take = lambda transfers: transfers.split(key_part(transfers.keys(), count) == index - 1)[0]  # noqa: E731
+        todo = take(self.transfers_todo)
+        needed = {p.embedding.key for p in todo.parts}
+        metrics_todo = (take(self.metrics_todo) if isinstance(self.metrics_todo, Transfers)
+                        else [j for j in self.metrics_todo if key_part(np.array([j.key], "S64"), count)[0] == index - 1])
+        return replace(self, inversions_todo=[j for j in self.inversions_todo if j.key in needed],
+                       transfers_todo=todo, transfers_cached=take(self.transfers_cached), metrics_todo=metrics_todo,
+                       failed_inversions=self.failed_inversions if index == 1 else [],
+                       failed_transfers=[(j, e) for j, e in self.failed_transfers
+                                         if key_part(np.array([j.key], "S64"), count)[0] == index - 1])
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """"I/N" (`mt run --part`) -> (I, N); InputError unless 1 <= I <= N."""
+    index, sep, count = str(text).partition("/")
+    if not (sep and index.strip().isdigit() and count.strip().isdigit()) or not 1 <= int(index) <= int(count):
+        raise InputError("--part", f"{text!r}: must be I/N with 1 <= I <= N, e.g. 2/4")
+    return int(index), int(count)
+
+
+def key_part(keys: np.ndarray, count: int) -> np.ndarray:
+    """0-based part (of `count` equal key ranges) of each transfer key (S64, ASCII hex): by its first 8 hex
+    digits, so the parts are contiguous ranges of the key space, disjoint, and about equal in size."""
+    chars = np.frombuffer(np.asarray(keys, "S64").astype("S8").tobytes(), np.uint8).reshape(-1, 8).astype(np.uint64)
+    digits = np.where(chars >= ord("a"), chars - (ord("a") - 10), chars - ord("0"))
+    head = digits @ (np.uint64(16) ** np.arange(7, -1, -1, dtype=np.uint64))
+    return ((head * np.uint64(count)) >> np.uint64(32)).astype(np.int64)
 
 
 def planned_transfers(plan: Plan) -> pa.Table:

@@ -99,8 +99,7 @@ def run_transfers(model: SVDModel, jobs: list[TransferJob], out: str, worker: st
         if len({(j.embedding_key, j.config) for j in jobs}) != 1:
             raise ValueError("a transfer batch must share one embedding and one config")
         config = jobs[0].config
-        with storage(str(out)).reading(store_relpath("embeddings", jobs[0].embedding_key)) as path:
-            embedding = load_embedding(path, model_id=model.model_id, token_dim=model.token_dim)
+        embedding = _embedding(str(out), jobs[0].embedding_key, model.model_id, model.token_dim)
         full = model.resolve(config, num_frames=embedding.num_frames)
         for i, job in enumerate(jobs):
             try:
@@ -145,6 +144,15 @@ def run_metrics(model: SVDModel, jobs: list[TransferJob], out: str, worker: str)
             log.warning("metrics of transfer %s (%s x %s) failed: %s", job.key[:12], job.reference_id, job.target_id,
                         one_line(exc))
     return {"metrics": rows}
+
+
+@lru_cache(maxsize=16)
+def _embedding(out: str, key: str, model_id: str, token_dim: int):
+    """The motion embedding of `key` in OUT's store, read once per worker for all of its transfer batches
+    (a file of the store never changes: its name is its content's key; one GET per batch was a quarter of
+    a video's requests on object storage, benchmarks/bench_execute.py)."""
+    with storage(out).reading(store_relpath("embeddings", key)) as path:
+        return load_embedding(path, model_id=model_id, token_dim=token_dim)
 
 
 @lru_cache(maxsize=16)

@@ -304,3 +304,44 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(kind
     assert len(lines) == 1 and lines[0].startswith(f"error: {out}") and "Traceback" not in r.stderr
     assert ("cannot be" in lines[0]) if kind == "read-only" else ("free" in lines[0])
     assert "Starting temporary server" not in r.stderr  # refused before Prefect (or Ray) started
+
+
+def test_drivers_on_disjoint_key_ranges_split_a_run(prefect_api, media, tmp_path, tiny_model_dir):
+    """`mt run --part I/N`: N drivers (each with its own Ray) split one run on one OUT by transfer key range:
+    each makes exactly the videos of its range, an embedding both need is made once (claims), and together
+    they leave every key ok once. A part that is not I/N with 1 <= I <= N is refused in one line."""
+    import numpy as np
+    from PIL import Image
+
+    from mtcore.data.manifest import load_manifest
+    from tasks.plan import key_part, plan_run
+
+    targets = {}
+    for j in range(6):
+        targets[f"t{j}"] = tmp_path / f"t{j}.png"
+        Image.fromarray(np.full((32, 32, 3), 40 * j, np.uint8)).save(targets[f"t{j}"])
+    manifest = write_manifest(tmp_path, {"right": media / "right.mp4", "left": media / "left.mp4"}, targets,
+                              model=str(tiny_model_dir))
+    out = tmp_path / "out"
+    keys = plan_run(load_manifest(manifest), out).transfers_todo.keys()
+    parts = key_part(keys, 2)
+    assert 0 < parts.sum() < len(keys)  # both ranges hold videos
+    runs = [mt_run(manifest, out, tmp_path / f"home{i}", "--part", f"{i}/2", wait=False, api=prefect_api)
+            for i in (1, 2)]
+    try:
+        outputs = [p.communicate(timeout=900) for p in runs]
+    finally:
+        for p in runs:
+            kill_session(p)
+    for p, (_, stderr) in zip(runs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    summaries = [summary_of(stdout) for stdout, _ in outputs]
+    rows = read_table(out, "transfers")
+    for i, s in enumerate(summaries):
+        mine = rows[rows.run_id == s["run_id"]]
+        expected = {k.decode() for k in keys[parts == i]}
+        assert set(mine.transfer_key) == expected and s["transfers_computed"] == len(expected)
+    assert sum(s["inversions_computed"] for s in summaries) == 2  # each embedding once, whoever needed it first
+    assert_each_key_ok_once(out, 2, 12)
+    bad = mt_run(manifest, out, tmp_path / "home3", "--part", "3/2", api=prefect_api)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --part: '3/2': must be I/N with 1 <= I <= N, e.g. 2/4"
