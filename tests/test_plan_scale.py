@@ -85,3 +85,24 @@ def test_two_target_ids_with_identical_content_plan_one_video(tmp_path):
     plan = plan_run(load_manifest(path), tmp_path / "out")
     keys = plan.transfers_todo.keys()
     assert len(keys) == 4 and len(np.unique(keys)) == 4  # 2 references x 2 distinct targets
+
+
+def test_evaluate_plans_missing_metrics_from_the_catalogs_in_chunks(tmp_path):
+    """`mt evaluate`'s plan (tasks.plan_metrics): every ok transfer without a metrics row of the version,
+    a video gone from the store counted apart, and TransferJobs made a chunk at a time."""
+    from mtcore import METRICS_VERSION
+    from mtcore.data.catalog import read_table, store_path
+    from tasks.plan_metrics import plan_missing_metrics
+    from tests.synthetic import make_run
+
+    _, out = make_run(tmp_path, 3, 10)
+    assert plan_missing_metrics(str(out), METRICS_VERSION).plans == []  # every video measured
+    keys = sorted(read_table(out, "transfers").transfer_key)
+    store_path(out, "transfers", keys[0]).unlink()
+    todo = plan_missing_metrics(str(out), "a-new-version")
+    assert todo.missing_files == 1 and todo.unmeasurable == 0 and len(todo.plans) == 1
+    jobs = todo.plans[0].metrics_todo
+    assert len(jobs) == 29 and [len(c) for c in jobs.chunks(8)] == [8, 8, 8, 5]
+    assert sorted(j.key for j in jobs) == keys[1:]
+    job = next(iter(jobs))
+    assert job.embedding.model.model_id == read_table(out, "transfers").model_id[0] and job.video_path.endswith(".mp4")
