@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -51,11 +52,12 @@ class TemporaryServer:
         package = Path(importlib.util.find_spec("prefect").origin).parent  # found, not imported (1 s)
         self.port = _free_port()
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self.log = tempfile.TemporaryFile()  # its errors, for the message if it fails (a pipe could fill and block it)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(package.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env=env, stdout=subprocess.DEVNULL, stderr=self.log)
 
     @property
     def api_url(self) -> str:
@@ -74,7 +76,8 @@ class TemporaryServer:
                 self._spawn()
                 continue
             if code is not None:
-                tail = (self.proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()[-3:]
+                self.log.seek(0)
+                tail = self.log.read().decode(errors="replace").strip().splitlines()[-3:]
                 raise RuntimeError(f"Prefect's temporary server exited ({code}): {' '.join(tail)}")
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
