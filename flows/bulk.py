@@ -39,7 +39,7 @@ GPU_INVERSION_GROUP = 8
 time as its free memory holds (mtcore.method.inversion.invert_fitting)."""
 
 
-STAGE_POOL_FIELDS = ("gpus_per_worker", "workers", "cpus_per_worker", "resources")
+STAGE_POOL_FIELDS = ("gpus_per_worker", "workers", "max_workers", "cpus_per_worker", "resources")
 """What a stage's pool may set for itself (`invert_pool`, `transfer_pool`, `mt run --invert-* / --transfer-*`)."""
 
 
@@ -77,6 +77,7 @@ def bulk_run(
     invert_pool: dict | None = None,
     transfer_pool: dict | None = None,
     part: str | None = None,
+    max_workers: int | None = None,
 ) -> RunSummary:
     """Run every inversion and transfer of `manifest` that OUT's store lacks; returns the summary.
 
@@ -92,6 +93,9 @@ def bulk_run(
     at once, streaming: a reference's transfers start as soon as its embedding is stored, while other
     inversions still run (tasks.feed).
 
+    `max_workers`: an elastic pool of `workers` to `max_workers` workers (WorkerPool.grow): it starts on
+    what fits and grows onto nodes that join mid-run.
+
     Several runs may share OUT at once: each claims a key before computing it (tasks.claims), so no
     item is computed twice and each finishes what the others leave. `part` "I/N": this run does part I of
     N disjoint ranges of the transfer keys (Plan.part), so that N drivers, each with its own cluster, split
@@ -104,8 +108,8 @@ def bulk_run(
     plan = plan_stage(manifest, out)
     if part:
         plan = plan.part(*parse_part(part))
-    pool_config = PoolConfig(workers=workers, gpus_per_worker=gpus_per_worker, device=device, dtype=dtype,
-                             resources=dict(resources or {}))
+    pool_config = PoolConfig(workers=workers, max_workers=max_workers, gpus_per_worker=gpus_per_worker, device=device,
+                             dtype=dtype, resources=dict(resources or {}))
     inverting, transferring = stage_config(pool_config, invert_pool), stage_config(pool_config, transfer_pool)
     on_gpu = inverting.gpus_per_worker > 0 or (device or "").startswith("cuda")
     default_batch = GPU_INVERSION_GROUP if on_gpu else DEFAULT_INVERSION_BATCH

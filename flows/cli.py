@@ -27,7 +27,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from flows import cli_eval, cli_export  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
-from flows.console import guarded, local_input, print_summary, progress_bar, require_catalog  # noqa: E402
+from flows.console import (guarded, local_input, parse_workers, print_summary, progress_bar,  # noqa: E402
+                           require_catalog)
 from mtcore.method.config import InversionConfig  # noqa: E402  (light: defaults for the options)
 
 app = typer.Typer(
@@ -246,7 +247,8 @@ def run(
                                                        '(e.g. \'{"svd_host": 1}\': workers go only to nodes that '
                                                        'offer them).'),
     gpus_per_worker: float = typer.Option(0.0, help="num_gpus each model worker requests (0 = CPU workers)."),
-    workers: Optional[int] = typer.Option(None, help="Model workers (default: one per GPU, or 1 on CPU)."),
+    workers: Optional[str] = typer.Option(None, help="Model workers (default: one per GPU, or 1 on CPU); MIN:MAX: an "
+                                                     "elastic pool, MIN to start, growing onto nodes that join."),
     batch_size: int = typer.Option(4, help="Targets sharing an embedding sampled in one UNet call."),
     inversion_batch: Optional[int] = typer.Option(None, help="References sharing a config inverted together in one "
                                                              "UNet call per step (not part of any key: a batch gives "
@@ -258,11 +260,11 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON object on stdout."),
     min_free_mb: float = typer.Option(256.0, help="Refuse to start when OUT has less free space than this (MiB)."),
     invert_gpus: Optional[float] = typer.Option(None, help="num_gpus of each inversion worker (default: --gpus-per-worker)."),
-    invert_workers: Optional[int] = typer.Option(None, help="Inversion workers (default: --workers)."),
+    invert_workers: Optional[str] = typer.Option(None, help="Inversion workers, N or MIN:MAX (default: --workers)."),
     invert_resources: Optional[str] = typer.Option(None, help='Custom resources of inversion workers, JSON (e.g. '
                                                               '\'{"A100": 1}\'; default: --resources).'),
     transfer_gpus: Optional[float] = typer.Option(None, help="num_gpus of each transfer worker (default: --gpus-per-worker)."),
-    transfer_workers: Optional[int] = typer.Option(None, help="Transfer workers (default: --workers)."),
+    transfer_workers: Optional[str] = typer.Option(None, help="Transfer workers, N or MIN:MAX (default: --workers)."),
     transfer_resources: Optional[str] = typer.Option(None, help='Custom resources of transfer workers, JSON (e.g. '
                                                                 '\'{"L4": 1}\'; default: --resources).'),
     part: Optional[str] = typer.Option(None, help="Do part I/N of the transfers (N disjoint key ranges), e.g. 2/4: N "
@@ -283,7 +285,7 @@ def run(
 
     # refuse a broken manifest, or an output folder that cannot be written, before starting Prefect or Ray
     worker_resources = parse_resources(resources)
-    pools = {stage: {"gpus_per_worker": gpus, "workers": count,
+    pools = {stage: {"gpus_per_worker": gpus, **parse_workers(count, f"--{stage}-workers"),
                      "resources": parse_resources(text, f"--{stage}-resources") if text else None}
              for stage, gpus, count, text in (("invert", invert_gpus, invert_workers, invert_resources),
                                               ("transfer", transfer_gpus, transfer_workers, transfer_resources))}
@@ -299,7 +301,7 @@ def run(
 
     with using(server):
         summary = bulk_run(str(manifest), out=str(out), ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                           workers=workers, batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
+                           **parse_workers(workers), batch_size=batch_size, device=device, dtype=dtype, min_free_mb=min_free_mb,
                            inversion_batch=inversion_batch, resources=worker_resources, invert_pool=pools["invert"],
                            transfer_pool=pools["transfer"], part=part)
     print_summary(summary, as_json)

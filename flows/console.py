@@ -10,6 +10,19 @@ from typing import Callable
 import typer
 
 
+def parse_workers(text: str | None, option: str = "--workers") -> dict:
+    """--workers N or MIN:MAX -> {"workers": N or MIN, "max_workers": 0 (fixed) or MAX}; both None when not
+    given (a stage's pool then keeps the run's). InputError names the option."""
+    from mtcore.errors import InputError
+
+    if text is None:
+        return {"workers": None, "max_workers": None}
+    low, sep, high = str(text).partition(":")
+    if not (low.strip().isdigit() and (not sep or high.strip().isdigit())) or int(low) < 1 or (sep and int(high) < int(low)):
+        raise InputError(option, f"{text!r}: must be a count N or MIN:MAX with 1 <= MIN <= MAX, e.g. 2:8")
+    return {"workers": int(low), "max_workers": int(high) if sep else 0}  # 0: a fixed pool
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print `error: <message>` (secrets redacted) on stderr and end the command with `code`."""
     from mtcore.errors import redact

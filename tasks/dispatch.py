@@ -23,6 +23,8 @@ MAX_TASK_RETRIES = 2
 LEASE_POLL = 0.02
 """Seconds between looks for a freed worker when two dispatchers share a pool."""
 HINT_SECONDS = 5.0
+GROW_SECONDS = 1.0
+"""How often a dispatcher with items left lets an elastic pool take on the workers started meanwhile."""
 """How long a freed worker is held for priority items announced but not yet asked for (Leases.expect)."""
 _clock = time.monotonic
 CAPACITY_WAIT = float(os.environ.get("MT_CAPACITY_WAIT", "120"))
@@ -60,6 +62,13 @@ class Leases:
             if priority:
                 self._waiting = waiting - 1
             return self._free.pop(0)  # the longest idle: work spreads over every worker
+
+    def add(self, actor) -> None:
+        """A new worker joined the pool (an elastic pool growing onto a node that joined): free at once."""
+        with self._cond:
+            self._free.append(actor)
+            self.alive += 1
+            self._cond.notify_all()
 
     def release(self, actor) -> None:
         """The worker has finished its item: free for the next."""
@@ -121,7 +130,8 @@ def _offers() -> str:
 
 def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None],
              requested: dict[str, float] | None = None, capacity_wait: float | None = None,
-             leases: Leases | None = None, priority: bool = False, shared: bool = False) -> None:
+             leases: Leases | None = None, priority: bool = False, shared: bool = False,
+             grow: Callable[[], None] | None = None) -> None:
     """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
 
     Ray retries an item whose worker died (the worker restarts); when every try died, the item is
@@ -132,15 +142,20 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
     CAPACITY_WAIT) fails the items left, saying so, instead of waiting forever for a restart.
     `leases`: the pool's free workers, kept from call to call (a worker gone for good stays gone);
     `shared`: another dispatcher serves the same pool at once; `priority`: this one gets freed workers first.
+    `grow`: called about every GROW_SECONDS while items are left (an elastic pool adds the workers that
+    have started meanwhile to `leases`, WorkerPool.grow).
     """
     todo = list(items)
     leases = leases if leases is not None else Leases(actors)
     running: dict[Any, tuple[Any, WorkItem]] = {}
     wait = CAPACITY_WAIT if capacity_wait is None else capacity_wait
     infeasible_since: float | None = None
-    checked = time.monotonic()
+    checked = grown = time.monotonic()
     try:
         while todo or running:
+            if grow is not None and todo and time.monotonic() - grown >= GROW_SECONDS:
+                grow()
+                grown = time.monotonic()
             while todo and (actor := leases.acquire(priority, len(todo))) is not None:
                 item = todo.pop(0)
                 running[actor.run.remote(item)] = (actor, item)
@@ -153,6 +168,8 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
                 continue
             # a shared pool's free worker may go to this dispatcher: look again every LEASE_POLL seconds
             timeout = LEASE_POLL if shared and todo else (5.0 if requested else None)
+            if grow is not None and todo:
+                timeout = min(timeout or GROW_SECONDS, GROW_SECONDS)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
             if not ready:
                 if not requested or time.monotonic() - checked < 5.0:

@@ -25,9 +25,11 @@ node was lost and nothing else offers its resources), the items left fail with a
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -40,6 +42,8 @@ from mtcore.io.storage import storage
 from tasks.dispatch import (CAPACITY_WAIT, MAX_TASK_RETRIES, Leases, _describe, _feasible, _hosts, _offers,
                             dispatch)
 from tasks.results import WorkerStats
+
+log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 16
 """Restarts of one worker in a run before Ray gives it up."""
@@ -139,7 +143,12 @@ class PoolConfig:
     """Where and how many workers run."""
 
     workers: int | None = None
-    """Actors to start; None = one per GPU when gpus_per_worker > 0, else 1."""
+    """Actors to start; None = one per GPU when gpus_per_worker > 0, else 1. With `max_workers`: the fewest
+    the pool starts with (it waits for that many to fit)."""
+    max_workers: int | None = None
+    """An elastic pool (`--workers MIN:MAX`): up to this many actors are asked for at once; those that fit
+    start now, the others start when a node with room joins (Ray places them; an autoscaler sees them
+    as demand) and serve from then on. None = a pool of fixed size."""
     gpus_per_worker: float = 0.0
     """`num_gpus` each actor requests (0 = CPU workers)."""
     cpus_per_worker: float | None = None
@@ -204,6 +213,14 @@ class WorkerPool:
         self.shared = False
         """Whether two stages serve this pool at once (`share`)."""
         self._starting = threading.Lock()
+        self._growing = threading.Lock()
+        self.pending: dict = {}
+        """Elastic pool: info() reference -> worker asked for and not started yet (no room on any node)."""
+        self.loading: dict = {}
+        """Elastic pool: load() reference -> worker started since, loading the model."""
+        self.joined: list[float] = []
+        """Elastic pool: seconds after the pool started at which each worker beyond the first ones joined."""
+        self.started_at = time.monotonic()
 
     def _start(self) -> None:
         self.session.ensure()
@@ -228,11 +245,18 @@ class WorkerPool:
             raise InputError("--resources", f"no node of the Ray cluster offers what a worker asks for "
                                             f"({_describe(self.requested)}); nodes offer: {_offers()}")
         self.load_log = LoadLog(self.out)
-        self.actors = [
-            ModelWorker.options(**options).remote(self.model, self.revision, config.device, config.dtype, int(cpus),
-                                                  self.out, self.load_log, self.probe)
-            for _ in range(n)
-        ]
+        make = lambda: ModelWorker.options(**options).remote(  # noqa: E731
+            self.model, self.revision, config.device, config.dtype, int(cpus), self.out, self.load_log, self.probe)
+        if config.max_workers:  # elastic: ask for every worker now, serve on those that have started
+            least = min(config.workers or 1, config.max_workers)
+            asked = [make() for _ in range(config.max_workers)]
+            infos = {a.info.remote(): a for a in asked}
+            started, _ = ray.wait(list(infos), num_returns=least)
+            self.actors = [infos.pop(ref) for ref in started]
+            self.pending = infos
+            self.started_at = time.monotonic()
+        else:
+            self.actors = [make() for _ in range(n)]
         # Every worker must see OUT before any of them loads a model: one line, then stop.
         problems = [info["problem"] for info in ray.get([a.info.remote() for a in self.actors]) if info["problem"]]
         if problems:
@@ -240,6 +264,42 @@ class WorkerPool:
             raise InputError(self.out, problems[0])
         # Surface a model that cannot load now, as one error, instead of as every item failing.
         ray.get([a.load.remote() for a in self.actors])
+
+    def grow(self) -> None:
+        """An elastic pool takes on the workers that have started since (a node with room joined): each
+        loads the model in the background and is lent out once loaded. Logged with the pool's size."""
+        if (not self.pending and not self.loading) or not self._growing.acquire(blocking=False):
+            return  # nothing asked for, or the other stage of a shared pool is looking right now
+        try:
+            self._grow()
+        finally:
+            self._growing.release()
+
+    def _grow(self) -> None:
+        if self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+            for ref in ready:
+                actor = self.pending.pop(ref)
+                if ray.get(ref)["problem"]:  # this node does not see OUT: not used
+                    ray.kill(actor, no_restart=True)
+                    continue
+                self.loading[actor.load.remote()] = actor
+        if self.loading:
+            ready, _ = ray.wait(list(self.loading), num_returns=len(self.loading), timeout=0)
+            for ref in ready:
+                actor = self.loading.pop(ref)
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 (a worker that cannot load is not used)
+                    _logger().warning("a worker that joined could not load the model: %s", str(exc).splitlines()[0][:200])
+                    ray.kill(actor, no_restart=True)
+                    continue
+                self.actors.append(actor)
+                self.leases.add(actor)
+                self.joined.append(time.monotonic() - self.started_at)
+                _logger().info("pool %s: a worker joined after %.0f s; %d workers now (%d more asked for)",
+                         str(self.model or "default").rsplit("/", 1)[-1], self.joined[-1], len(self.actors),
+                         len(self.pending) + len(self.loading))
 
     def start(self) -> None:
         """Start the workers now (and load the model) instead of at the first item."""
@@ -275,7 +335,7 @@ class WorkerPool:
             return
         self.start()
         dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait, self.leases, priority,
-                 self.shared)
+                 self.shared, self.grow if self.config.max_workers else None)
 
     def stats(self) -> list[WorkerStats]:
         """Per worker: its current process, model loads over its restarts, items served since its last
@@ -294,8 +354,9 @@ class WorkerPool:
         return stats
 
     def close(self) -> None:
-        for a in self.actors:
+        for a in [*self.actors, *self.pending.values(), *self.loading.values()]:
             ray.kill(a, no_restart=True)
+        self.pending, self.loading = {}, {}
         if self.load_log is not None:
             try:
                 self.load_log.remove()
@@ -308,6 +369,16 @@ class WorkerPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _logger():
+    """The Prefect run's logger inside a flow (its console and record), else this module's."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 (outside a flow or task run)
+        return log
 
 
 class _First:
