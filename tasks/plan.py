@@ -81,15 +81,15 @@ class Plan:
         if count == 1:
             return self
         take = lambda transfers: transfers.split(key_part(transfers.keys(), count) == index - 1)[0]  # noqa: E731
+        ours = lambda job: key_part(np.array([job.key], "S64"), count)[0] == index - 1  # noqa: E731
         todo = take(self.transfers_todo)
         needed = {p.embedding.key for p in todo.parts}
         metrics_todo = (take(self.metrics_todo) if isinstance(self.metrics_todo, Transfers)
-                        else [j for j in self.metrics_todo if key_part(np.array([j.key], "S64"), count)[0] == index - 1])
+                        else [j for j in self.metrics_todo if ours(j)])
         return replace(self, inversions_todo=[j for j in self.inversions_todo if j.key in needed],
                        transfers_todo=todo, transfers_cached=take(self.transfers_cached), metrics_todo=metrics_todo,
                        failed_inversions=self.failed_inversions if index == 1 else [],
-                       failed_transfers=[(j, e) for j, e in self.failed_transfers
-                                         if key_part(np.array([j.key], "S64"), count)[0] == index - 1])
+                       failed_transfers=[(j, e) for j, e in self.failed_transfers if ours(j)])
 
 
 def parse_part(text: str) -> tuple[int, int]:

@@ -16,12 +16,12 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from mtcore.data.catalog import metric_key_array, read_arrow
+from mtcore.data.samples import latest
 from mtcore.method.config import InversionConfig, TransferConfig, config_from_dict
 from tasks.items import InversionJob, PlannedModel, TransferJob
 from tasks.plan import Plan, isin, stored_mask
@@ -66,7 +66,8 @@ class RowJobs:
 def plan_missing_metrics(out: str, metrics_version: str) -> MetricsPlan:
     """Every finished transfer in OUT's catalog without a metrics row of `metrics_version`."""
     out = str(out)
-    rows = latest(read_arrow(out, "transfers", columns=COLUMNS, filter=ds.field("status") == "ok", dictionary=REPEATING))
+    rows = latest(read_arrow(out, "transfers", columns=COLUMNS, filter=ds.field("status") == "ok", dictionary=REPEATING),
+                  "transfer_key")
     rows = rows.filter(pa.array(~isin(rows["transfer_key"].cast(pa.binary()).combine_chunks(),
                                       metric_key_array(out, metrics_version)), pa.bool_()))
     here = stored_mask(out, "transfers", rows["transfer_key"].cast(pa.binary()).combine_chunks())
@@ -85,17 +86,6 @@ def plan_missing_metrics(out: str, metrics_version: str) -> MetricsPlan:
         result.plans.append(Plan("", "", [PlannedModel(model, None, model_id)], metrics=True,
                                  metrics_todo=RowJobs(mine)))
     return result
-
-
-def latest(rows: pa.Table) -> pa.Table:
-    """The latest (by created_at) of the rows of each transfer_key."""
-    if rows.num_rows < 2:
-        return rows
-    rows = rows.sort_by([("transfer_key", "ascending"), ("created_at", "ascending")])
-    keys = rows["transfer_key"].cast(pa.string()).combine_chunks()
-    last = np.ones(rows.num_rows, bool)
-    last[:-1] = pc.not_equal(keys[:-1], keys[1:]).to_numpy(zero_copy_only=False)
-    return rows.filter(pa.array(last))
 
 
 def _job(row: dict) -> TransferJob:

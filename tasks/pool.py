@@ -218,8 +218,6 @@ class WorkerPool:
         """Elastic pool: info() reference -> worker asked for and not started yet (no room on any node)."""
         self.loading: dict = {}
         """Elastic pool: load() reference -> worker started since, loading the model."""
-        self.joined: list[float] = []
-        """Elastic pool: seconds after the pool started at which each worker beyond the first ones joined."""
         self.started_at = time.monotonic()
 
     def _start(self) -> None:
@@ -296,9 +294,8 @@ class WorkerPool:
                     continue
                 self.actors.append(actor)
                 self.leases.add(actor)
-                self.joined.append(time.monotonic() - self.started_at)
                 _logger().info("pool %s: a worker joined after %.0f s; %d workers now (%d more asked for)",
-                         str(self.model or "default").rsplit("/", 1)[-1], self.joined[-1], len(self.actors),
+                         str(self.model or "default").rsplit("/", 1)[-1], time.monotonic() - self.started_at, len(self.actors),
                          len(self.pending) + len(self.loading))
 
     def start(self) -> None:

@@ -47,6 +47,19 @@ def kill_session(proc: subprocess.Popen) -> None:
             pass
 
 
+def finish_all(runs: list[subprocess.Popen]) -> list[dict]:
+    """The --json summaries of `mt run`s started at once, each of which must succeed; whatever they leave
+    running is killed."""
+    try:
+        outputs = [p.communicate(timeout=900) for p in runs]
+    finally:
+        for p in runs:
+            kill_session(p)
+    for p, (_, stderr) in zip(runs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    return [summary_of(stdout) for stdout, _ in outputs]
+
+
 def worker_processes(method: str = "run") -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
@@ -261,15 +274,8 @@ def test_two_runs_on_one_output_folder_share_the_work(prefect_api, two_by_two_ma
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "run_id": "killed-run"}))
 
-    runs = [mt_run(two_by_two_manifest, out, tmp_path / f"home{i}", wait=False, api=prefect_api) for i in range(2)]
-    try:
-        outputs = [p.communicate(timeout=900) for p in runs]
-    finally:
-        for p in runs:
-            kill_session(p)
-    for p, (stdout, stderr) in zip(runs, outputs):
-        assert p.returncode == 0, stderr[-3000:]
-    summaries = [summary_of(stdout) for stdout, _ in outputs]
+    summaries = finish_all([mt_run(two_by_two_manifest, out, tmp_path / f"home{i}", wait=False, api=prefect_api)
+                            for i in range(2)])
     assert sum(s["inversions_computed"] for s in summaries) == 2  # no item computed twice
     assert sum(s["transfers_computed"] for s in summaries) == 4
     for s in summaries:  # each run ends with everything done, by itself or by the other
@@ -326,16 +332,8 @@ def test_drivers_on_disjoint_key_ranges_split_a_run(prefect_api, media, tmp_path
     keys = plan_run(load_manifest(manifest), out).transfers_todo.keys()
     parts = key_part(keys, 2)
     assert 0 < parts.sum() < len(keys)  # both ranges hold videos
-    runs = [mt_run(manifest, out, tmp_path / f"home{i}", "--part", f"{i}/2", wait=False, api=prefect_api)
-            for i in (1, 2)]
-    try:
-        outputs = [p.communicate(timeout=900) for p in runs]
-    finally:
-        for p in runs:
-            kill_session(p)
-    for p, (_, stderr) in zip(runs, outputs):
-        assert p.returncode == 0, stderr[-3000:]
-    summaries = [summary_of(stdout) for stdout, _ in outputs]
+    summaries = finish_all([mt_run(manifest, out, tmp_path / f"home{i}", "--part", f"{i}/2", wait=False,
+                                   api=prefect_api) for i in (1, 2)])
     rows = read_table(out, "transfers")
     for i, s in enumerate(summaries):
         mine = rows[rows.run_id == s["run_id"]]

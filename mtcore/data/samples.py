@@ -41,7 +41,7 @@ class MissingMetrics(Exception):
         super().__init__(f"{missing} of {total} finished transfers have no metrics of version {METRICS_VERSION}")
 
 
-def _latest(table: pa.Table, key: str) -> pa.Table:
+def latest(table: pa.Table, key: str) -> pa.Table:
     """One row per key: the latest by created_at (a key recorded twice, e.g. by a recovered run)."""
     if table.num_rows == 0 or pc.count_distinct(table.column(key)).as_py() == table.num_rows:
         return table  # no key twice (the usual case): no sorted copy
@@ -91,19 +91,19 @@ def sample_table(manifest: Manifest, out: str | os.PathLike, planned: pa.Table, 
     """The finished transfers among `planned` (tasks.plan.planned_transfers: the manifest's keys and ids),
     with metrics and labels, sorted by transfer key. MissingMetrics when `require_metrics` and some lack
     a metrics row."""
-    transfers = _latest(read_arrow(out, "transfers", list(TRANSFER_COLUMNS),
+    transfers = latest(read_arrow(out, "transfers", list(TRANSFER_COLUMNS),
                                    (ds.field("status") == "ok") & ds.field("transfer_key").isin(
                                        planned.column("transfer_key").combine_chunks()), REPEATED
                                    ).unify_dictionaries(),  # one dictionary per column, not one per part file
                         "transfer_key").drop_columns(["created_at"])
     found = transfers.column("transfer_key").combine_chunks()
-    metrics = _latest(read_arrow(out, "metrics", ["transfer_key", "created_at", *METRIC_COLUMNS],
+    metrics = latest(read_arrow(out, "metrics", ["transfer_key", "created_at", *METRIC_COLUMNS],
                                  (ds.field("metrics_version") == METRICS_VERSION) & ds.field("transfer_key").isin(found)),
                       "transfer_key").drop_columns(["created_at"])
     if require_metrics and metrics.num_rows < transfers.num_rows:
         raise MissingMetrics(transfers.num_rows - metrics.num_rows, transfers.num_rows)
     # the reference's sha256 is recorded with its embedding
-    embeddings = _latest(read_arrow(out, "embeddings", ["embedding_key", "reference_sha256", "created_at"],
+    embeddings = latest(read_arrow(out, "embeddings", ["embedding_key", "reference_sha256", "created_at"],
                                     (ds.field("status") == "ok")
                                     & ds.field("embedding_key").isin(pc.unique(transfers.column("embedding_key")))),
                          "embedding_key").drop_columns(["created_at"])
