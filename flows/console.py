@@ -109,7 +109,9 @@ def print_summary(summary, as_json: bool = False) -> None:
     for error in summary.errors[:5]:
         typer.secho(f"    - {error}", fg=colour)
     for w in summary.workers:
-        typer.echo(f"  worker {w.worker}: {w.items} items, model loaded {w.model_loads}x on {w.device}")
+        when = "" if not (w.joined_s or w.left_s is not None) else \
+            f", served from {w.joined_s:.0f} s" + (f" to {w.left_s:.0f} s (left)" if w.left_s is not None else "")
+        typer.echo(f"  worker {w.worker}: {w.items} items, model loaded {w.model_loads}x on {w.device}{when}")
     typer.echo(f"  catalogs:   {summary.catalogs}  (e.g. duckdb: SELECT * FROM "
                f"read_parquet('{summary.catalogs}/transfers/*.parquet'))")
 

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 import time
 from typing import Any, Callable, Iterable
 
 import ray
 
+from tasks.members import Members
+
 MAX_TASK_RETRIES = 2
-"""Retries of an item whose worker died while serving it (so 3 tries in all)."""
+"""Tries again of an item whose worker died while serving it (so 3 tries in all)."""
 LEASE_POLL = 0.02
 """Seconds between looks for a freed worker when two dispatchers share a pool."""
 HINT_SECONDS = 5.0
-GROW_SECONDS = 1.0
-"""How often a dispatcher with items left lets an elastic pool take on the workers started meanwhile."""
 """How long a freed worker is held for priority items announced but not yet asked for (Leases.expect)."""
+GROW_SECONDS = 1.0
+"""How often a dispatcher with items left takes on the workers that joined or came back meanwhile."""
 _clock = time.monotonic
 CAPACITY_WAIT = float(os.environ.get("MT_CAPACITY_WAIT", "120"))
 """Seconds to wait for a node that can host a worker (an autoscaler adding one) before failing what is left."""
@@ -131,77 +134,95 @@ def _offers() -> str:
 def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkItem, Any], None],
              requested: dict[str, float] | None = None, capacity_wait: float | None = None,
              leases: Leases | None = None, priority: bool = False, shared: bool = False,
-             grow: Callable[[], None] | None = None) -> None:
+             members: Members | None = None) -> None:
     """Run `actor.run(item)` for every item, one in flight per actor, results in completion order.
 
-    Ray retries an item whose worker died (the worker restarts); when every try died, the item is
-    reported as a WorkerDied error and the restarted worker stays in the rotation. A worker Ray
-    could not restart leaves the rotation; when none is left, the remaining items are reported
-    failed. Other errors keep the actor in rotation. With `requested` (what one worker asks of a
-    node), a cluster where no live node offers it any more for `capacity_wait` seconds (default
-    CAPACITY_WAIT) fails the items left, saying so, instead of waiting forever for a restart.
-    `leases`: the pool's free workers, kept from call to call (a worker gone for good stays gone);
-    `shared`: another dispatcher serves the same pool at once; `priority`: this one gets freed workers first.
-    `grow`: called about every GROW_SECONDS while items are left (an elastic pool adds the workers that
-    have started meanwhile to `leases`, WorkerPool.grow).
+    An item whose worker died while serving it (its process, or its node) goes back to the queue and is
+    served by the next free worker, up to MAX_TASK_RETRIES + 1 tries in all; then it is reported as a
+    WorkerDied error and the run goes on. The dead worker leaves the rotation until Ray has restarted
+    it where there is room (`members`, tasks.members.Members: it comes back, or is gone for good); when
+    no worker is left at all, the remaining items are reported failed. Other errors keep the actor in
+    rotation. With `requested` (what one worker asks of a node), a cluster where no live node offers it
+    any more for `capacity_wait` seconds (default CAPACITY_WAIT) fails the items left, saying so,
+    instead of waiting forever for a restart.
+    `leases`: the pool's free workers, kept from call to call; `shared`: another dispatcher serves the
+    same pool at once; `priority`: this one gets freed workers first. About every GROW_SECONDS while
+    items are left, `members.poll()` lends out the workers that have joined or come back meanwhile.
     """
-    todo = list(items)
+    todo = deque(items)
     leases = leases if leases is not None else Leases(actors)
+    members = members if members is not None else Members(leases, "default")
     running: dict[Any, tuple[Any, WorkItem]] = {}
+    tries: dict[int, int] = {}  # id(item) -> times its worker died serving it
     wait = CAPACITY_WAIT if capacity_wait is None else capacity_wait
     infeasible_since: float | None = None
-    checked = grown = time.monotonic()
+    checked = polled = time.monotonic()
+
+    def no_capacity() -> bool:
+        """Every 5 s: whether no live node has offered what a worker needs for `wait` seconds; if so, fail
+        every item left, saying so."""
+        nonlocal checked, infeasible_since
+        if not requested or time.monotonic() - checked < 5.0:
+            return False
+        checked = time.monotonic()
+        if _feasible(requested):
+            infeasible_since = None
+            return False
+        if infeasible_since is None:
+            infeasible_since = checked
+        if checked - infeasible_since <= wait:
+            return False
+        error = WorkerDied(f"no capacity left: no live node of the cluster offers what a worker needs "
+                           f"({_describe(requested)}) after waiting {wait:.0f} s; add such a node and run again")
+        for _, item in running.values():
+            on_done(item, error)
+        for rest in todo:
+            on_done(rest, error)
+        for actor in [*actors, *members.away()]:
+            ray.kill(actor, no_restart=True)
+        running.clear()  # killed: not handed back to the pool below
+        leases.retire()
+        return True
+
     try:
         while todo or running:
-            if grow is not None and todo and time.monotonic() - grown >= GROW_SECONDS:
-                grow()
-                grown = time.monotonic()
+            if todo and time.monotonic() - polled >= GROW_SECONDS:
+                members.poll()
+                polled = time.monotonic()
             while todo and (actor := leases.acquire(priority, len(todo))) is not None:
-                item = todo.pop(0)
+                item = todo.popleft()
                 running[actor.run.remote(item)] = (actor, item)
             if not running:
-                if leases.alive <= 0:  # every actor died
+                if leases.alive <= 0:  # every actor died for good
                     for rest in todo:
                         on_done(rest, RuntimeError("every worker died"))
                     return
-                leases.wait(LEASE_POLL)  # the other dispatcher has every worker: until one is freed
+                if no_capacity():
+                    return
+                # the other dispatcher has every worker, or they are restarting: until one is freed or back
+                leases.wait(LEASE_POLL if shared or not members.expecting() else GROW_SECONDS / 4)
                 continue
             # a shared pool's free worker may go to this dispatcher: look again every LEASE_POLL seconds
             timeout = LEASE_POLL if shared and todo else (5.0 if requested else None)
-            if grow is not None and todo:
+            if todo and members.expecting():
                 timeout = min(timeout or GROW_SECONDS, GROW_SECONDS)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
             if not ready:
-                if not requested or time.monotonic() - checked < 5.0:
-                    continue
-                checked = time.monotonic()
-                if _feasible(requested):
-                    infeasible_since = None
-                elif infeasible_since is None:
-                    infeasible_since = time.monotonic()
-                elif time.monotonic() - infeasible_since > wait:
-                    error = WorkerDied(f"no capacity left: no live node of the cluster offers what a worker needs "
-                                       f"({_describe(requested)}) after waiting {wait:.0f} s; add such a node and run again")
-                    for _, item in running.values():
-                        on_done(item, error)
-                    for rest in todo:
-                        on_done(rest, error)
-                    for actor in actors:
-                        ray.kill(actor, no_restart=True)
-                    running.clear()  # killed: not handed back to the pool below
-                    leases.retire()
+                if no_capacity():
                     return
                 continue
             actor, item = running.pop(ready[0])
             try:
                 result = ray.get(ready[0])
                 leases.release(actor)
-            except ray.exceptions.ActorDiedError as exc:  # gone for good: its item fails, the others go on
-                result = WorkerDied(f"its worker died and could not be restarted ({str(exc).splitlines()[0][:160]})")
-                leases.retire(actor)
-            except ray.exceptions.RayActorError:  # died on every try; Ray is restarting the worker
-                result = WorkerDied(f"worker died {MAX_TASK_RETRIES + 1} times on this item")
-                leases.release(actor)
+                members.served(actor, item)
+            except ray.exceptions.RayActorError as exc:  # its worker died: the item goes to the next free one
+                members.lost(actor)
+                tries[id(item)] = died = tries.get(id(item), 0) + 1
+                if died <= MAX_TASK_RETRIES:
+                    todo.appendleft(item)
+                    continue
+                result = WorkerDied(f"worker died {died} times on this item ({str(exc).splitlines()[0][:160]})")
             except Exception as exc:  # an error the worker did not turn into rows
                 result = exc
                 leases.release(actor)

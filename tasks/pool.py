@@ -7,12 +7,14 @@ one method, `run`. One item in flight per actor; a finished item's rows come bac
 and catalogs advance as work does. The pool starts Ray and its actors when the first item arrives:
 a run with nothing to compute never starts Ray.
 
-Faults are Ray's to handle: a worker process that dies (OOM, preemption, a lost node) is restarted
-by Ray (`max_restarts`; the new process loads the model again, which `LoadLog` counts) and the item
-it was serving is retried on it (`max_task_retries`), up to MAX_TASK_RETRIES + 1 tries in all; an
-item that kills its worker every time then fails alone ("worker died 3 times on this item") and the
-run goes on. Workers are spread over nodes (`SPREAD`), so a lost node's worker restarts wherever
-there is room.
+Faults: a worker process that dies (OOM, preemption, a lost node) is restarted by Ray where there is
+room (`max_restarts`; the new process loads the model again, which `LoadLog` counts), and the item it
+was serving goes back to the queue for the next free worker, up to MAX_TASK_RETRIES + 1 tries in all
+(tasks.dispatch); an item that kills its worker every time then fails alone ("worker died 3 times on
+this item") and the run goes on. The restarted worker comes back into the rotation once loaded
+(tasks.members). Workers are spread over nodes (`SPREAD`), so a lost node's worker restarts wherever
+there is room. An elastic pool (`PoolConfig.max_workers`) also asks for workers that do not fit yet:
+they join when a node with room does.
 
 No shared filesystem is assumed: workers read inputs and write artifacts through the storage layer
 (mtcore.io.storage), and before any model loads each worker looks for a probe the driver wrote in OUT,
@@ -29,7 +31,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -39,8 +40,8 @@ import ray
 from mtcore.errors import InputError
 from mtcore.io.outroot import check_probe
 from mtcore.io.storage import storage
-from tasks.dispatch import (CAPACITY_WAIT, MAX_TASK_RETRIES, Leases, _describe, _feasible, _hosts, _offers,
-                            dispatch)
+from tasks.dispatch import CAPACITY_WAIT, Leases, _describe, _feasible, _hosts, _offers, dispatch
+from tasks.members import Members
 from tasks.results import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -213,12 +214,8 @@ class WorkerPool:
         self.shared = False
         """Whether two stages serve this pool at once (`share`)."""
         self._starting = threading.Lock()
-        self._growing = threading.Lock()
-        self.pending: dict = {}
-        """Elastic pool: info() reference -> worker asked for and not started yet (no room on any node)."""
-        self.loading: dict = {}
-        """Elastic pool: load() reference -> worker started since, loading the model."""
-        self.started_at = time.monotonic()
+        self.members: Members | None = None
+        """Who serves, since when; the workers asked for or restarting (tasks.members)."""
 
     def _start(self) -> None:
         self.session.ensure()
@@ -232,27 +229,34 @@ class WorkerPool:
         host_cpus = sum(r.get("CPU", 0.0) for r in hosts) or total_cpus
         largest = max((r.get("CPU", 1.0) for r in hosts), default=total_cpus)
         cpus = config.cpus_per_worker or max(1.0, float(min(int(host_cpus // n), int(largest))))
-        options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
-                                   "scheduling_strategy": "SPREAD"}
+        # a dead worker's item is served again by dispatch (tasks.members), not by Ray's task retries
+        options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": MAX_RESTARTS, "scheduling_strategy": "SPREAD"}
         if gpus > 0:
             options["num_gpus"] = gpus
         if config.resources:
             options["resources"] = dict(config.resources)
         self.requested = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {}), **config.resources}
-        if not _feasible(self.requested):
+        if not _feasible(self.requested) and not config.max_workers:  # an elastic pool waits for nodes to join
             raise InputError("--resources", f"no node of the Ray cluster offers what a worker asks for "
                                             f"({_describe(self.requested)}); nodes offer: {_offers()}")
         self.load_log = LoadLog(self.out)
+        self.leases = Leases([])
+        self.members = Members(self.leases, str(self.model or "default").rsplit("/", 1)[-1], _logger)
         make = lambda: ModelWorker.options(**options).remote(  # noqa: E731
             self.model, self.revision, config.device, config.dtype, int(cpus), self.out, self.load_log, self.probe)
         if config.max_workers:  # elastic: ask for every worker now, serve on those that have started
             least = min(config.workers or 1, config.max_workers)
-            asked = [make() for _ in range(config.max_workers)]
-            infos = {a.info.remote(): a for a in asked}
-            started, _ = ray.wait(list(infos), num_returns=least)
+            infos = {(a := make()).info.remote(): a for _ in range(config.max_workers)}
+            started, _ = ray.wait(list(infos), num_returns=least, timeout=config.capacity_wait)
+            if len(started) < least:
+                for actor in infos.values():
+                    ray.kill(actor, no_restart=True)
+                raise InputError("--workers", f"{len(started)} of the {least} workers the elastic pool needs to start could "
+                                              f"start in {config.capacity_wait:.0f} s: no node with room offers what a worker "
+                                              f"asks for ({_describe(self.requested)}); nodes offer: {_offers()}")
             self.actors = [infos.pop(ref) for ref in started]
-            self.pending = infos
-            self.started_at = time.monotonic()
+            for actor in infos.values():
+                self.members.ask(actor)
         else:
             self.actors = [make() for _ in range(n)]
         # Every worker must see OUT before any of them loads a model: one line, then stop.
@@ -262,48 +266,15 @@ class WorkerPool:
             raise InputError(self.out, problems[0])
         # Surface a model that cannot load now, as one error, instead of as every item failing.
         ray.get([a.load.remote() for a in self.actors])
-
-    def grow(self) -> None:
-        """An elastic pool takes on the workers that have started since (a node with room joined): each
-        loads the model in the background and is lent out once loaded. Logged with the pool's size."""
-        if (not self.pending and not self.loading) or not self._growing.acquire(blocking=False):
-            return  # nothing asked for, or the other stage of a shared pool is looking right now
-        try:
-            self._grow()
-        finally:
-            self._growing.release()
-
-    def _grow(self) -> None:
-        if self.pending:
-            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
-            for ref in ready:
-                actor = self.pending.pop(ref)
-                if ray.get(ref)["problem"]:  # this node does not see OUT: not used
-                    ray.kill(actor, no_restart=True)
-                    continue
-                self.loading[actor.load.remote()] = actor
-        if self.loading:
-            ready, _ = ray.wait(list(self.loading), num_returns=len(self.loading), timeout=0)
-            for ref in ready:
-                actor = self.loading.pop(ref)
-                try:
-                    ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 (a worker that cannot load is not used)
-                    _logger().warning("a worker that joined could not load the model: %s", str(exc).splitlines()[0][:200])
-                    ray.kill(actor, no_restart=True)
-                    continue
-                self.actors.append(actor)
-                self.leases.add(actor)
-                _logger().info("pool %s: a worker joined after %.0f s; %d workers now (%d more asked for)",
-                         str(self.model or "default").rsplit("/", 1)[-1], time.monotonic() - self.started_at, len(self.actors),
-                         len(self.pending) + len(self.loading))
+        for actor, info in zip(self.actors, ray.get([a.info.remote() for a in self.actors])):
+            self.members.join(actor, info)
+        self.members.started()
 
     def start(self) -> None:
         """Start the workers now (and load the model) instead of at the first item."""
         with self._starting:
             if not self.actors:
                 self._start()
-                self.leases = Leases(self.actors)
 
     def share(self) -> "WorkerPool":
         """Let two stages serve this pool at once, one item per worker between them; returns the view
@@ -332,34 +303,35 @@ class WorkerPool:
             return
         self.start()
         dispatch(self.actors, items, on_done, self.requested, self.config.capacity_wait, self.leases, priority,
-                 self.shared, self.grow if self.config.max_workers else None)
+                 self.shared, self.members)
 
     def stats(self) -> list[WorkerStats]:
-        """Per worker: its current process, model loads over its restarts, items served since its last
-        start (empty if the pool never started)."""
-        if not self.actors:
+        """Per worker that served: its current process (or its last, if it left), model loads over its
+        restarts, items served over its restarts, when it joined and left (empty if the pool never
+        started)."""
+        if self.members is None:
             return []
         loads = self.load_log.counts()
-        stats = []
-        for actor in self.actors:
-            try:
-                info = ray.get(actor.info.remote())
-            except ray.exceptions.RayActorError:  # gone for good: nothing left to report
-                continue
-            stats.append(WorkerStats(worker=info["worker"], model_loads=loads.get(info["actor_id"], 1),
-                                     items=info["items"], device=info["device"], model_id=info["model_id"]))
-        return stats
+        here = [m for m in self.members.members.values() if m.left is None]
+        try:
+            infos = ray.get([m.actor.info.remote() for m in here], timeout=60)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            infos = [{} for _ in here]  # one left meanwhile: report what the driver knows
+        for member, info in zip(here, infos):
+            member.name = info.get("worker", member.name)
+        return [WorkerStats(worker=m.name, model_loads=loads.get(m.actor_id, 1), items=m.items, device=m.device,
+                            model_id=m.model_id, joined_s=m.joined, left_s=m.left)
+                for m in self.members.members.values()]
 
     def close(self) -> None:
-        for a in [*self.actors, *self.pending.values(), *self.loading.values()]:
+        for a in [*self.actors, *(self.members.away() if self.members else [])]:
             ray.kill(a, no_restart=True)
-        self.pending, self.loading = {}, {}
         if self.load_log is not None:
             try:
                 self.load_log.remove()
             except OSError:  # a side file left in OUT costs nothing; the run's result stands
                 pass
-        self.actors, self.load_log, self.leases, self.shared = [], None, None, False
+        self.actors, self.load_log, self.leases, self.members, self.shared = [], None, None, None, False
 
     def __enter__(self) -> "WorkerPool":
         return self

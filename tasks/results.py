@@ -53,6 +53,11 @@ class WorkerStats:
     """torch device it ran on."""
     model_id: str
     """Identity of the model it holds."""
+    joined_s: float = 0.0
+    """Seconds after its pool began serving that it joined (0 for the workers the pool started with)."""
+    left_s: float | None = None
+    """Seconds after its pool began serving that it left (its process or node died) and did not come back;
+    None = it served to the end."""
 
 
 @dataclass(frozen=True)

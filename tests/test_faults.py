@@ -183,7 +183,10 @@ def test_a_lost_node_leaves_its_work_to_the_remaining_node(prefect_harness, medi
         cluster.shutdown()
     assert leaving not in cluster.worker_nodes  # the node did leave mid-run
     assert (summary.inversions_computed, summary.transfers_computed, summary.failed) == (2, 4, 0)
-    assert sum(w.model_loads for w in summary.workers) == 3  # the lost node's worker loaded again elsewhere
+    # both workers are in the summary; the lost node's item went to the next free worker at once, so whether
+    # the lost worker's restart (elsewhere) had loaded the model again before the run ended is timing
+    assert len(summary.workers) == 2 and sum(w.items for w in summary.workers) == 2 + 4
+    assert sum(w.model_loads for w in summary.workers) in (2, 3)
     assert_each_key_ok_once(out, 2, 4)
 
 
