@@ -59,7 +59,7 @@ def evaluate(
     import pandas as pd
 
     from mtcore.errors import InputError
-    from mtcore.eval.evaluation import GROUPS, load_results, summarise, to_records
+    from mtcore.eval.evaluation import GROUPS, summarise_catalog, to_records
     from mtcore import METRICS_VERSION
 
     if group_by not in GROUPS:
@@ -70,7 +70,7 @@ def evaluate(
         from flows.evaluate import fill_metrics
 
         filled = fill_metrics(str(out))
-    table, worst_items = summarise(load_results(out, METRICS_VERSION), group_by, worst)
+    table, worst_items = summarise_catalog(out, METRICS_VERSION, group_by, worst)  # bounded memory at any size
     if as_json:
         typer.echo(json.dumps({"metrics_version": METRICS_VERSION, "filled": filled, "group_by": group_by,
                                "groups": to_records(table), "worst": to_records(worst_items)}, indent=2))
