@@ -7,6 +7,8 @@ transfer each (their outputs hard links to 10 real mp4s), with catalog rows and 
 real schemas. Needs Debian's chromium and chromium-driver (as the report test).
 
 Run: .venv/bin/python benchmarks/bench_report.py [--references 40 --targets 50]
+     .venv/bin/python benchmarks/bench_report.py --memory [--code OLD_CHECKOUT]
+       (peak RSS of writing the report at 2 x 10^4, 10^5 and 10^6 transfers, no browser)
      .venv/bin/python benchmarks/bench_report.py --compare [--repeat 5]
        (2,000 against 100,000 transfers side by side: both reports written, then each page opened
        `--repeat` times, alternating, each in a fresh Chromium profile; medians and their ratio)
@@ -18,6 +20,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +118,49 @@ def browse(page: Path, profile: Path) -> dict:
         driver.quit()
 
 
+PEAK = r"""
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from mtcore.eval.report import write_report
+t = time.perf_counter()
+write_report(sys.argv[1])
+# VmHWM, not ru_maxrss: the latter keeps the parent's RSS at fork time across exec
+hwm = [int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(f"{time.perf_counter() - t:.1f} {hwm:.0f}")
+"""
+
+
+def memory(code: Path | None) -> int:
+    """`mt report`'s peak RSS (a fresh process each) at 20,000 and 100,000 transfers, then at 1,000,000 (the
+    100,000 rows' catalog copied 10 times with distinct keys, the store shared: those have no video). With
+    --code, an older checkout's report on the same OUTs, side by side."""
+    from benchmarks.bench_evaluate import scaled
+
+    tmp = Path(tempfile.mkdtemp(prefix="mt-bench-report-"))
+    try:
+        outs = {}
+        for refs, targets in ((40, 500), (200, 500)):
+            out, media = tmp / f"out-{refs}", tmp / f"media-{refs}"
+            media.mkdir(parents=True)
+            outs[build(out, media, refs, targets)] = out
+            write_report(out)  # the media previews, made once for all that follows
+        big = scaled(outs[100_000], 10, tmp / "out-scaled")
+        (big / "store").symlink_to(outs[100_000] / "store")
+        outs[1_000_000] = big
+        for n, out in outs.items():
+            for label, checkout in [("this checkout", REPO)] + ([("--code", code)] if code else []):
+                done = subprocess.run([sys.executable, "-c", PEAK, str(out), str(checkout)], capture_output=True,
+                                      text=True, cwd=checkout)
+                if done.returncode != 0:
+                    print(f"{n:>9,} transfers, {label}: failed: {done.stderr.strip().splitlines()[-1][:200]}", flush=True)
+                    continue
+                seconds, peak = done.stdout.split()
+                print(f"{n:>9,} transfers, {label}: mt report {seconds} s, peak RSS {peak} MB", flush=True)
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def compare(repeat: int) -> int:
     """2,000 against 100,000 transfers, alternating loads; medians and the ratio."""
     import statistics
@@ -154,7 +200,11 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=50)
     ap.add_argument("--compare", action="store_true", help="2,000 against 100,000 transfers, side by side")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--memory", action="store_true", help="peak RSS of mt report at 2 x 10^4, 10^5 and 10^6 transfers")
+    ap.add_argument("--code", type=Path, help="with --memory: an older checkout, side by side")
     args = ap.parse_args()
+    if args.memory:
+        return memory(args.code)
     if args.compare:
         return compare(args.repeat)
     tmp = Path(tempfile.mkdtemp(prefix="mt-bench-report-"))

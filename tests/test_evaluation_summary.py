@@ -66,3 +66,46 @@ def test_the_summary_memory_limit_is_a_real_limit(messy_out):
     out, version = messy_out
     table, _ = summarise_catalog(out, version, "reference", memory_limit="64MB")
     assert table["count"].sum() == 19
+
+
+def _data_file(path) -> list[dict]:
+    """The report's data/items.js as records (what the page's mtItems decodes)."""
+    import json
+
+    text = path.read_text()
+    columns = json.loads(text[text.index("(") + 1:text.rindex(")")])
+    fields = columns["fields"]
+    return [{name: ((None if f["codes"][i] < 0 else f["dict"][f["codes"][i]]) if "dict" in f else f["values"][i])
+             for name, f in fields.items()} for i in range(columns["n"])]
+
+
+@pytest.mark.parametrize("run_id", [None, "second"])
+def test_the_report_streams_every_transfer_as_pandas_reads_it(messy_out, run_id):
+    """mt report reads the catalogs through DuckDB a batch at a time (mtcore.eval.report); its data file holds
+    every transfer's latest row, metrics and labels as the pandas path reads them, highest motion fidelity first."""
+    import math
+
+    from mtcore.eval import report
+    from mtcore.eval.evaluation import load_results
+
+    out, version = messy_out
+    old_batch = report.ROWS_PER_BATCH
+    report.ROWS_PER_BATCH = 3  # several batches even on a small catalog
+    try:
+        page = report.write_report(out, run_id=run_id, page_size=2)
+    finally:
+        report.ROWS_PER_BATCH = old_batch
+    rows = _data_file(out / "report" / "data" / "items.js")
+    expected = load_results(out, version, run_id).set_index("transfer_key")
+    assert sorted(r["transfer_key"] for r in rows) == sorted(expected.index)
+    for row in rows:
+        want = expected.loc[row["transfer_key"]]
+        for field in ("reference_id", "target_id", "seed", "model_label", "config_label", "status", "error",
+                      "motion_fidelity", "psnr_first"):
+            value = want[field]
+            value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            assert row[field] == (round(value, 5) if isinstance(value, float) else value), (field, row, want)
+    fidelity = [r["motion_fidelity"] for r in rows if r["motion_fidelity"] is not None]
+    assert fidelity == sorted(fidelity, reverse=True) and rows[-1]["motion_fidelity"] is None  # unmeasured last
+    text = page.read_text()
+    assert '"failures_total": ' + str(int((expected.status == "failed").sum())) in text

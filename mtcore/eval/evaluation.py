@@ -91,85 +91,28 @@ def summarise(df: pd.DataFrame, group_by: Literal["reference", "target", "model"
     return table, worst_items
 
 
-SUMMARY_MEMORY = "256MB"
-"""DuckDB's memory limit for `summarise_catalog` (beyond it DuckDB spills to a temporary folder)."""
-
-
 def summarise_catalog(out: str | os.PathLike, metrics_version: str, group_by: str = "reference", worst: int = 5,
-                      run_id: str | None = None, memory_limit: str = SUMMARY_MEMORY) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      run_id: str | None = None, memory_limit: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`summarise(load_results(out, metrics_version, run_id), group_by, worst)`, computed by DuckDB over the
-    catalogs' part files (its own Parquet reader streams the columns it needs; the latest row per key by a
-    window; aggregates per group): its memory stays near `memory_limit` whatever the number of transfers
-    (benchmarks/bench_evaluate.py), and only the groups and the worst items come back to pandas. Object
-    storage through the storage layer's fsspec filesystem. Same tables as `summarise`
-    (tests/test_evaluation_summary.py checks it on a catalog with re-runs, failures and missing metrics)."""
-    import tempfile
-
-    import duckdb
-
-    from mtcore.data.catalog import part_files
-    from mtcore.io.storage import storage
+    catalogs' part files (mtcore.eval.results_sql): its memory stays near `memory_limit` whatever the number
+    of transfers (benchmarks/bench_evaluate.py), and only the groups and the worst items come back to
+    pandas. Same tables as `summarise` (tests/test_evaluation_summary.py)."""
+    from mtcore.eval.results_sql import MEMORY_LIMIT, query_results
 
     column = GROUPS[group_by]
-    for attempt in range(5):  # a compaction may replace part files while they are read: read the new ones
-        transfers, metrics = part_files(out, "transfers"), part_files(out, "metrics")
-        if not transfers or not metrics:
-            return summarise(load_results(out, metrics_version, run_id), group_by, worst)
-        with tempfile.TemporaryDirectory(prefix="mt-summary-") as spill:
-            con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill})
-            # DuckDB 2.0 folds isnan() to false from Parquet statistics, which leave NaN out of min/max
-            # (tests/test_evaluation_summary.py saw a NaN metric counted): no folding from statistics
-            con.execute("SET disabled_optimizers = 'statistics_propagation'")
-            try:
-                store = storage(str(out))
-                if store.remote:
-                    con.register_filesystem(store.fs)
-                for name, files in (("transfers_parts", transfers), ("metrics_parts", metrics)):
-                    con.read_parquet([str(f) for f in files], union_by_name=True).create_view(name)
-                return _summarise_sql(con, metrics_version, column, group_by, worst, run_id)
-            except (duckdb.IOException, duckdb.InvalidInputException, duckdb.HTTPException, OSError) as exc:
-                vanished = "No such file" in str(exc) or "not found" in str(exc).lower()
-                if not vanished or attempt == 4:
-                    raise
-            finally:
-                con.close()
-    raise AssertionError("unreachable")
 
+    def tables(con) -> tuple[pd.DataFrame, pd.DataFrame]:
+        con.execute("CREATE TEMP VIEW measured AS SELECT * FROM results WHERE status = 'ok' AND motion_fidelity IS NOT NULL")
+        aggregates = ", ".join(f"avg({m}) AS {m}_mean, stddev_pop({m}) AS {m}_std" for m in SUMMARY_METRICS)
+        table = con.execute(f"""SELECT {column} AS "{group_by}", count(*) AS count, {aggregates} FROM measured
+                                WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}""").df()
+        table = table.astype({"count": "int64"}).astype({c: "float64" for c in table.columns if c.endswith(("_mean", "_std"))})
+        worst_items = con.execute("""SELECT reference_id, target_id, seed, model_label, config_label, motion_fidelity,
+                                     psnr_first, video_path FROM measured ORDER BY motion_fidelity ASC LIMIT $n""",
+                                  {"n": worst}).df()
+        return table, worst_items
 
-def _summarise_sql(con, metrics_version: str, column: str, group_by: str, worst: int,
-                   run_id: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    clean = lambda m: f"CASE WHEN isnan(m.{m}) THEN NULL ELSE m.{m} END AS {m}"  # noqa: E731 (NaN counts as missing, as in pandas)
-    con.execute(f"""
-        CREATE TEMP TABLE measured AS
-        WITH t AS (
-            SELECT transfer_key, status, reference_id, target_id, seed, coalesce(model, model_id) AS model_label,
-                   inversion_config, transfer_config, video_path
-            FROM transfers_parts {'WHERE run_id = $run' if run_id is not None else ''}
-            QUALIFY row_number() OVER (PARTITION BY transfer_key ORDER BY (status = 'ok') DESC, created_at DESC) = 1),
-        m AS (
-            SELECT transfer_key, {', '.join(SUMMARY_METRICS)}
-            FROM metrics_parts WHERE metrics_version = $version
-            QUALIFY row_number() OVER (PARTITION BY transfer_key ORDER BY created_at DESC) = 1)
-        SELECT t.* EXCLUDE (transfer_key, status), {', '.join(clean(m) for m in SUMMARY_METRICS)}
-        FROM t JOIN m AS m USING (transfer_key)
-        WHERE t.status = 'ok' AND m.motion_fidelity IS NOT NULL AND NOT isnan(m.motion_fidelity)
-    """, {"version": metrics_version, **({"run": run_id} if run_id is not None else {})})
-    # config labels: one per distinct pair of configs (a handful), not per row
-    pairs = con.execute("SELECT DISTINCT inversion_config, transfer_config FROM measured").fetchall()
-    labels = pd.DataFrame([(i, t, config_label(i, t)) for i, t in pairs],
-                          columns=["inversion_config", "transfer_config", "config_label"])
-    con.register("labels", labels)
-    con.execute("""CREATE TEMP TABLE labelled AS SELECT measured.*, labels.config_label FROM measured
-                   LEFT JOIN labels ON measured.inversion_config IS NOT DISTINCT FROM labels.inversion_config
-                   AND measured.transfer_config IS NOT DISTINCT FROM labels.transfer_config""")
-    aggregates = ", ".join(f"avg({m}) AS {m}_mean, stddev_pop({m}) AS {m}_std" for m in SUMMARY_METRICS)
-    table = con.execute(f"""SELECT {column} AS "{group_by}", count(*) AS count, {aggregates} FROM labelled
-                            WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}""").df()
-    table = table.astype({"count": "int64"}).astype({c: "float64" for c in table.columns if c.endswith(("_mean", "_std"))})
-    worst_items = con.execute("""SELECT reference_id, target_id, seed, model_label, config_label, motion_fidelity,
-                                 psnr_first, video_path FROM labelled ORDER BY motion_fidelity ASC LIMIT $n""",
-                              {"n": worst}).df()
-    return table, worst_items
+    return query_results(out, metrics_version, run_id, tables, memory_limit or MEMORY_LIMIT)
 
 
 def to_records(df: pd.DataFrame) -> list[dict]:
