@@ -48,7 +48,8 @@ import json, os, resource, sys, time
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 from mtcore import METRICS_VERSION
-from mtcore.eval.evaluation import load_results, summarise, summarise_catalog
+from mtcore.eval.evaluation import load_results, summarise
+from mtcore.eval.results_sql import summarise_catalog
 import duckdb, pandas
 base = rss()
 t0 = time.perf_counter()

@@ -59,7 +59,8 @@ def evaluate(
     import pandas as pd
 
     from mtcore.errors import InputError
-    from mtcore.eval.evaluation import GROUPS, summarise_catalog, to_records
+    from mtcore.eval.evaluation import GROUPS, to_records
+    from mtcore.eval.results_sql import summarise_catalog
     from mtcore import METRICS_VERSION
 
     if group_by not in GROUPS:

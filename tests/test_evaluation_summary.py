@@ -1,4 +1,4 @@
-"""`mt evaluate`'s summary tables computed by DuckDB over the catalogs (mtcore.eval.evaluation.summarise_catalog)
+"""`mt evaluate`'s summary tables computed by DuckDB over the catalogs (mtcore.eval.results_sql.summarise_catalog)
 equal pandas' over the whole table (`summarise(load_results(...))`), on a catalog with what real ones hold:
 a key re-run after a failure, a failure after an ok row, a key that only failed, a metrics row measured
 again, another metrics version, a NaN metric, a transfer without metrics, two runs."""
@@ -44,7 +44,8 @@ def messy_out(tmp_path_factory):
 @pytest.mark.parametrize("group_by", ["reference", "target", "model", "config"])
 @pytest.mark.parametrize("run_id", [None, "second"])
 def test_the_duckdb_summary_equals_pandas_over_the_whole_table(messy_out, group_by, run_id):
-    from mtcore.eval.evaluation import load_results, summarise, summarise_catalog
+    from mtcore.eval.evaluation import load_results, summarise
+    from mtcore.eval.results_sql import summarise_catalog
 
     out, version = messy_out
     expected_table, expected_worst = summarise(load_results(out, version, run_id), group_by, 4)
@@ -61,7 +62,7 @@ def test_the_duckdb_summary_equals_pandas_over_the_whole_table(messy_out, group_
 
 
 def test_the_summary_memory_limit_is_a_real_limit(messy_out):
-    from mtcore.eval.evaluation import summarise_catalog
+    from mtcore.eval.results_sql import summarise_catalog
 
     out, version = messy_out
     table, _ = summarise_catalog(out, version, "reference", memory_limit="64MB")

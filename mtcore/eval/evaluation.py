@@ -91,30 +91,6 @@ def summarise(df: pd.DataFrame, group_by: Literal["reference", "target", "model"
     return table, worst_items
 
 
-def summarise_catalog(out: str | os.PathLike, metrics_version: str, group_by: str = "reference", worst: int = 5,
-                      run_id: str | None = None, memory_limit: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`summarise(load_results(out, metrics_version, run_id), group_by, worst)`, computed by DuckDB over the
-    catalogs' part files (mtcore.eval.results_sql): its memory stays near `memory_limit` whatever the number
-    of transfers (benchmarks/bench_evaluate.py), and only the groups and the worst items come back to
-    pandas. Same tables as `summarise` (tests/test_evaluation_summary.py)."""
-    from mtcore.eval.results_sql import MEMORY_LIMIT, query_results
-
-    column = GROUPS[group_by]
-
-    def tables(con) -> tuple[pd.DataFrame, pd.DataFrame]:
-        con.execute("CREATE TEMP VIEW measured AS SELECT * FROM results WHERE status = 'ok' AND motion_fidelity IS NOT NULL")
-        aggregates = ", ".join(f"avg({m}) AS {m}_mean, stddev_pop({m}) AS {m}_std" for m in SUMMARY_METRICS)
-        table = con.execute(f"""SELECT {column} AS "{group_by}", count(*) AS count, {aggregates} FROM measured
-                                WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}""").df()
-        table = table.astype({"count": "int64"}).astype({c: "float64" for c in table.columns if c.endswith(("_mean", "_std"))})
-        worst_items = con.execute("""SELECT reference_id, target_id, seed, model_label, config_label, motion_fidelity,
-                                     psnr_first, video_path FROM measured ORDER BY motion_fidelity ASC LIMIT $n""",
-                                  {"n": worst}).df()
-        return table, worst_items
-
-    return query_results(out, metrics_version, run_id, tables, memory_limit or MEMORY_LIMIT)
-
-
 def to_records(df: pd.DataFrame) -> list[dict]:
     """JSON-able records: NaN and missing values become None, numpy scalars plain Python."""
     out = []

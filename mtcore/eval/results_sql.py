@@ -19,9 +19,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from mtcore.eval.evaluation import GROUPS, SUMMARY_METRICS, config_label
+
 MEMORY_LIMIT = "256MB"
 """DuckDB's memory limit when reading the catalogs."""
-METRICS = ("motion_fidelity", "psnr_first", "ssim_first", "clip_first", "clip_avg", "warp_error", "frame_change")
+METRICS = SUMMARY_METRICS
+"""The metrics whose NaN are read as NULL."""
 
 
 def query_results(out: str | os.PathLike, metrics_version: str, run_id: str | None, fn: Callable[[Any], Any],
@@ -51,6 +54,28 @@ def query_results(out: str | os.PathLike, metrics_version: str, run_id: str | No
     raise AssertionError("unreachable")
 
 
+def summarise_catalog(out: str | os.PathLike, metrics_version: str, group_by: str = "reference", worst: int = 5,
+                      run_id: str | None = None, memory_limit: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`summarise(load_results(out, metrics_version, run_id), group_by, worst)`, computed by DuckDB over the
+    catalogs' part files (this module): its memory stays near `memory_limit` whatever the number
+    of transfers (benchmarks/bench_evaluate.py), and only the groups and the worst items come back to
+    pandas. Same tables as `summarise` (tests/test_evaluation_summary.py)."""
+    column = GROUPS[group_by]
+
+    def tables(con) -> tuple[pd.DataFrame, pd.DataFrame]:
+        con.execute("CREATE TEMP VIEW measured AS SELECT * FROM results WHERE status = 'ok' AND motion_fidelity IS NOT NULL")
+        aggregates = ", ".join(f"avg({m}) AS {m}_mean, stddev_pop({m}) AS {m}_std" for m in SUMMARY_METRICS)
+        table = con.execute(f"""SELECT {column} AS "{group_by}", count(*) AS count, {aggregates} FROM measured
+                                WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}""").df()
+        table = table.astype({"count": "int64"}).astype({c: "float64" for c in table.columns if c.endswith(("_mean", "_std"))})
+        worst_items = con.execute("""SELECT reference_id, target_id, seed, model_label, config_label, motion_fidelity,
+                                     psnr_first, video_path FROM measured ORDER BY motion_fidelity ASC LIMIT $n""",
+                                  {"n": worst}).df()
+        return table, worst_items
+
+    return query_results(out, metrics_version, run_id, tables, memory_limit or MEMORY_LIMIT)
+
+
 def _views(con, out: str) -> None:
     from mtcore.data.catalog import SCHEMAS, part_files
     from mtcore.io.storage import storage
@@ -67,8 +92,6 @@ def _views(con, out: str) -> None:
 
 
 def _results(con, metrics_version: str, run_id: str | None) -> None:
-    from mtcore.eval.evaluation import config_label
-
     clean = ", ".join(f"CASE WHEN isnan(m.{c}) THEN NULL ELSE m.{c} END AS {c}" for c in METRICS)
     run = "AND run_id = $run" if run_id is not None else ""
     # the latest row per key: a window over the few keys recorded more than once, the rest as they are
