@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,6 +261,20 @@ def test_a_killed_driver_is_resumed_computing_only_what_is_missing(prefect_api, 
     assert summary["inversions_computed"] == 2 - done_before and summary["inversions_cached"] == done_before
     assert summary["transfers_computed"] == 4
     assert_each_key_ok_once(out, 2, 4)
+    # once more: nothing to do, recorded without Prefect's engine (flows/cached.py), in the catalog and in Prefect
+    third = mt_run(two_by_two_manifest, out, home, api=prefect_api)
+    assert third.returncode == 0, third.stderr[-3000:]
+    cached = summary_of(third.stdout)
+    assert (cached["inversions_cached"], cached["transfers_cached"], cached["inversions_computed"],
+            cached["transfers_computed"], cached["workers"]) == (2, 4, 0, 0, [])
+    assert cached["run_id"] in set(read_table(out, "runs").run_id)
+    with urllib.request.urlopen(f"{prefect_api}/flow_runs/{cached['run_id']}", timeout=30) as response:
+        record = json.loads(response.read())
+    with urllib.request.urlopen(f"{prefect_api}/flows/{record['flow_id']}", timeout=30) as response:
+        flow = json.loads(response.read())
+    assert flow["name"] == "bulk-run" and record["state"]["type"] == "COMPLETED" and "nothing-to-do" in record["tags"]
+    assert "2 inversions and 4 transfers cached" in record["state"]["message"]
+    assert record["parameters"]["manifest"] == str(two_by_two_manifest)
 
 
 def test_two_runs_on_one_output_folder_share_the_work(prefect_api, two_by_two_manifest, tmp_path):
