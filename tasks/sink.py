@@ -14,6 +14,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
+
 from mtcore.data.catalog import append_rows, ok_keys
 from mtcore.errors import redact, secret_values
 from tasks.claims import Claims
@@ -83,6 +85,9 @@ class RowSink:
                 self.claims.release([key for row in rows if row.get("worker") != "plan"
                                      and (key := self.claim_key(table, row)) is not None])
         self.buffer, self.last = defaultdict(list), time.monotonic()
+        # Arrow's allocator (mimalloc) keeps the pages a part's table used: hand them back, or a long run's
+        # RSS creeps up by them (benchmarks/bench_execute.py, rss_growth_kb_per_1k_rows)
+        pa.default_memory_pool().release_unused()
 
 
 def available(out: str, table: str):
