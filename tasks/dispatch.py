@@ -178,7 +178,7 @@ def dispatch(actors: list, items: Iterable[WorkItem], on_done: Callable[[WorkIte
             on_done(item, error)
         for rest in todo:
             on_done(rest, error)
-        for actor in [*actors, *members.away()]:
+        for actor in {*actors, *members.actors()}:
             ray.kill(actor, no_restart=True)
         running.clear()  # killed: not handed back to the pool below
         leases.retire()

@@ -165,7 +165,7 @@ class Members:
         self.logger().info("pool %s at %.0f s: %s; %d workers serve%s", self.label, self._now(), what, self.serving(),
                          f" ({waiting} more asked for or restarting)" if waiting else "")
 
-    def away(self) -> list:
-        """The actors asked for, restarting or loading (the pool kills them when it closes)."""
+    def actors(self) -> list:
+        """Every worker the pool has had or asked for (the pool kills them when it closes)."""
         with self._lock:
-            return [actor for actor, _ in [*self._waiting.values(), *self._loading.values()]]
+            return [*self.members, *(actor for actor, _ in [*self._waiting.values(), *self._loading.values()])]

@@ -324,7 +324,7 @@ class WorkerPool:
                 for m in self.members.members.values()]
 
     def close(self) -> None:
-        for a in [*self.actors, *(self.members.away() if self.members else [])]:
+        for a in {*self.actors, *(self.members.actors() if self.members else [])}:  # joined later ones too
             ray.kill(a, no_restart=True)
         if self.load_log is not None:
             try:
