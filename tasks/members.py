@@ -71,7 +71,7 @@ class Members:
         """A worker started and loaded: lent out from now on."""
         with self._lock:
             self.members[actor] = Member(actor, info["actor_id"], info["worker"], self._now(),
-                                                    device=info.get("device", ""), model_id=info.get("model_id", ""))
+                                         device=info.get("device", ""), model_id=info.get("model_id", ""))
         self.leases.add(actor)
 
     def started(self) -> None:
@@ -131,8 +131,7 @@ class Members:
                     self._loading[actor.load.remote()] = (actor, back)
             for ref, (actor, back) in self._ready(self._loading):
                 try:
-                    ray.get(ref)
-                    info = ray.get(actor.info.remote())
+                    info = ray.get(ref)  # load() returns the worker's info
                 except Exception as exc:  # noqa: BLE001 (a worker that cannot load is not used)
                     ray.kill(actor, no_restart=True)
                     self._gone(actor, back, f"could not load the model: {str(exc).splitlines()[0][:200]}")

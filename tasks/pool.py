@@ -103,18 +103,17 @@ class ModelWorker:
         self.out, self.load_log = out, load_log
         self.actor_id = ctx.get_actor_id()
         self.name = f"{socket.gethostname()}/node-{ctx.get_node_id()[:8]}/pid-{os.getpid()}"
-        self.items = 0
         self.model = None
         self.problem = check_probe(out, *probe) if probe else None
         if ctx.was_current_actor_reconstructed and self.problem is None:
             self.load()
 
-    def load(self) -> None:
-        """Load the model (once per process)."""
+    def load(self) -> dict:
+        """Load the model (once per process); `info()` then (its device and the model's identity)."""
         if self.problem:
             raise InputError(self.out, self.problem)
         if self.model is not None:
-            return
+            return self.info()
         import torch
 
         from mtcore.method.models import load_model
@@ -124,9 +123,10 @@ class ModelWorker:
         self.model = load_model(model, revision=revision, device=device, dtype=dtype)
         importlib.import_module("tasks.work")  # the work's own imports: paid at load, not by the first item
         self.load_log.record(self.actor_id)
+        return self.info()
 
     def info(self) -> dict:
-        return {"actor_id": self.actor_id, "worker": self.name, "items": self.items, "problem": self.problem,
+        return {"actor_id": self.actor_id, "worker": self.name, "problem": self.problem,
                 "device": str(self.model.device) if self.model is not None else "",
                 "model_id": self.model.model_id if self.model is not None else ""}
 
@@ -135,7 +135,6 @@ class ModelWorker:
         from tasks.work import run_item
 
         self.load()
-        self.items += item.size
         return run_item(self.model, item, self.out, self.name)
 
 
@@ -265,8 +264,7 @@ class WorkerPool:
             self.close()
             raise InputError(self.out, problems[0])
         # Surface a model that cannot load now, as one error, instead of as every item failing.
-        ray.get([a.load.remote() for a in self.actors])
-        for actor, info in zip(self.actors, ray.get([a.info.remote() for a in self.actors])):
+        for actor, info in zip(self.actors, ray.get([a.load.remote() for a in self.actors])):
             self.members.join(actor, info)
         self.members.started()
 
