@@ -19,6 +19,8 @@ import pyarrow as pa
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.cached import FLOW_NAME
+
 from mtcore.io.outroot import check_output_root, remove_probe, write_probe
 from tasks.claims import Claims
 from tasks.feed import EmbeddingFeed
@@ -32,7 +34,6 @@ from tasks.run import plan_stage, record_run
 from tasks.transfer import transfer_stage
 from tasks.upkeep import compact_stage
 
-FLOW_NAME = "bulk-run"
 DEFAULT_INVERSION_BATCH = 4
 """References inverted together per worker call on CPU workers when not given (measured: benchmarks/bench_core.py)."""
 GPU_INVERSION_GROUP = 8

@@ -26,12 +26,17 @@ import os
 import time
 import urllib.request
 import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.results import RunSummary
 
 FLOW_NAME = "bulk-run"
-"""The flow every `mt run` records (flows.bulk.FLOW_NAME; repeated here so as not to import the flow)."""
+"""The flow every `mt run` records (flows.bulk's flow takes its name from here: this module must not
+import the flow)."""
 
 
-def nothing_to_do(manifest, out: str, part: str | None, api_url) -> "RunSummary | None":  # noqa: F821
+def nothing_to_do(manifest, out: str, part: str | None, api_url) -> RunSummary | None:
     """The run's summary if its plan finds nothing to do (then recorded here: see the module), else None.
     `manifest`: the checked Manifest; `api_url`: a callable that returns the Prefect API's URL (it waits
     for the temporary server only when there is a record to write)."""
@@ -43,7 +48,7 @@ def nothing_to_do(manifest, out: str, part: str | None, api_url) -> "RunSummary 
     from mtcore.io.fileio import remove_stale_temporaries
     from mtcore.io.storage import is_url
     from tasks.plan import parse_part, plan_run
-    from tasks.results import RunSummary
+    from tasks.results import RunSummary, StageResult
 
     t0, started = time.perf_counter(), dt.datetime.now(dt.timezone.utc)
     plan = plan_run(manifest, out, METRICS_VERSION)
@@ -59,11 +64,8 @@ def nothing_to_do(manifest, out: str, part: str | None, api_url) -> "RunSummary 
                "cached")
     run_id = record_flow_run(api_url(), FLOW_NAME, {"manifest": redact(str(manifest.path)), "out": redact(out),
                                                     **({"part": part} if part else {})}, message)
-    summary = RunSummary(
-        run_id=run_id, manifest_path=redact(plan.manifest_path), manifest_sha256=plan.manifest_sha256,
-        started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), inversions_computed=0,
-        inversions_cached=len(plan.inversions_cached), transfers_computed=0, transfers_cached=len(plan.transfers_cached),
-        failed=0, metrics_computed=0, wall_seconds=round(time.perf_counter() - t0, 2), out=out, workers=[], errors=[])
+    summary = RunSummary.of(run_id, plan, StageResult(), StageResult(), StageResult(), started,
+                            time.perf_counter() - t0, out, [])
     append_rows(out, "runs", [summary.catalog_row()])
     return summary
 

@@ -10,6 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtcore.errors import redact
+
 
 @dataclass
 class StageResult:
@@ -99,6 +101,20 @@ class RunSummary:
         names = ("run_id", "manifest_path", "manifest_sha256", "started_at", "finished_at", "inversions_computed",
                  "inversions_cached", "transfers_computed", "transfers_cached", "failed", "metrics_computed")
         return {name: getattr(self, name) for name in names}
+
+    @classmethod
+    def of(cls, run_id: str, plan, inversions: StageResult, transfers: StageResult, measured: StageResult,
+           started_at: dt.datetime, wall_seconds: float, out: str, workers: list[WorkerStats]) -> "RunSummary":
+        """The summary of a run of `plan` (tasks.plan.Plan) whose stages did what the results say."""
+        return cls(
+            run_id=run_id, manifest_path=redact(plan.manifest_path), manifest_sha256=plan.manifest_sha256,
+            started_at=started_at, finished_at=dt.datetime.now(dt.timezone.utc),
+            inversions_computed=inversions.computed, inversions_cached=len(plan.inversions_cached) + inversions.elsewhere,
+            transfers_computed=transfers.computed, transfers_cached=len(plan.transfers_cached) + transfers.elsewhere,
+            failed=inversions.failed + transfers.failed, metrics_computed=transfers.measured + measured.measured,
+            wall_seconds=round(wall_seconds, 2), out=out, workers=workers,
+            errors=(inversions.errors + transfers.errors)[:20],
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: timestamps as ISO 8601 strings, workers as dicts."""

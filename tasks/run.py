@@ -15,7 +15,6 @@ from prefect.cache_policies import NONE
 from mtcore import METRICS_VERSION
 from mtcore.data.catalog import append_rows
 from mtcore.data.manifest import load_manifest
-from mtcore.errors import redact
 from mtcore.io.fileio import remove_stale_temporaries
 from mtcore.io.storage import is_url
 from tasks.plan import Plan, plan_run
@@ -45,15 +44,7 @@ def plan_stage(manifest_path: str, out: str) -> Plan:
 def record_run(run_id: str, plan: Plan, inversions: StageResult, transfers: StageResult, measured: StageResult,
                started_at: dt.datetime, wall_seconds: float, out: str, workers: list[WorkerStats]) -> RunSummary:
     """Append the run's row to catalog/runs; the run's summary."""
-    summary = RunSummary(
-        run_id=run_id, manifest_path=redact(plan.manifest_path), manifest_sha256=plan.manifest_sha256,
-        started_at=started_at, finished_at=dt.datetime.now(dt.timezone.utc),
-        inversions_computed=inversions.computed, inversions_cached=len(plan.inversions_cached) + inversions.elsewhere,
-        transfers_computed=transfers.computed, transfers_cached=len(plan.transfers_cached) + transfers.elsewhere,
-        failed=inversions.failed + transfers.failed, metrics_computed=transfers.measured + measured.measured,
-        wall_seconds=round(wall_seconds, 2), out=out, workers=workers,
-        errors=(inversions.errors + transfers.errors)[:20],
-    )
+    summary = RunSummary.of(run_id, plan, inversions, transfers, measured, started_at, wall_seconds, out, workers)
     append_rows(out, "runs", [summary.catalog_row()])
     return summary
 
