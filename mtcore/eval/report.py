@@ -91,7 +91,6 @@ def _write(con, out: str, store, run_id: str | None, page_size: int) -> Path | s
                 if len(first) < page_size:
                     first.append(item)
         # every transfer beside the page, when there is more than its first page; its hash names the version
-        stamp = ""
         if total > page_size:
             with store.writing("report/data/items.js") as tmp:
                 stamp = columns.write(tmp)
@@ -254,9 +253,11 @@ def _failures(con, run_id: str | None) -> tuple[list[dict], int]:
 def _strip_plots(con, ticks_max: int = 200, bins: int = 40) -> str:
     """A strip plot per reference with ok transfers: its values when few, else its histogram (from DuckDB)."""
     measured = "status = 'ok' AND motion_fidelity IS NOT NULL"
-    counts = dict(con.execute("""SELECT reference_id, count(motion_fidelity) FROM results WHERE status = 'ok'
-                                  GROUP BY 1""").fetchall())
-    means = dict(con.execute(f"SELECT reference_id, avg(motion_fidelity) FROM results WHERE {measured} GROUP BY 1").fetchall())
+    # per reference with ok transfers: its measured outputs and their mean (None: none measured)
+    counts, means = {}, {}
+    for ref, n, mean in con.execute("""SELECT reference_id, count(motion_fidelity), avg(motion_fidelity) FROM results
+                                       WHERE status = 'ok' GROUP BY 1""").fetchall():
+        counts[ref], means[ref] = n, mean
     values: dict[str, list[float]] = {}
     for ref, v in con.execute(f"""SELECT reference_id, motion_fidelity FROM results WHERE {measured} AND reference_id IN
                                   (SELECT reference_id FROM results WHERE {measured} GROUP BY 1 HAVING count(*) <= $m)""",
@@ -268,7 +269,7 @@ def _strip_plots(con, ticks_max: int = 200, bins: int = 40) -> str:
                                      (SELECT reference_id FROM results WHERE {measured} GROUP BY 1 HAVING count(*) > $m)
                                      GROUP BY 1, 2""", {"m": ticks_max, "bins": bins}).fetchall():
         histograms.setdefault(ref, np.zeros(bins, np.int64))[b] = c
-    return "\n".join(_strip_plot(ref, np.array(values.get(ref, []), float), counts[ref], means.get(ref), histograms.get(ref))
+    return "\n".join(_strip_plot(ref, np.array(values.get(ref, []), float), counts[ref], means[ref], histograms.get(ref))
                      for ref in sorted(counts))
 
 
