@@ -130,6 +130,13 @@ print(f"{time.perf_counter() - t:.1f} {hwm:.0f}")
 """
 
 
+def synthetic(tmp: Path, refs: int, targets: int) -> tuple[int, Path]:
+    """(transfers, OUT) of a synthetic run of refs x targets under `tmp` (`build`)."""
+    out, media = tmp / f"out-{refs}", tmp / f"media-{refs}"
+    media.mkdir(parents=True)
+    return build(out, media, refs, targets), out
+
+
 def memory(code: Path | None) -> int:
     """`mt report`'s peak RSS (a fresh process each) at 20,000 and 100,000 transfers, then at 1,000,000 (the
     100,000 rows' catalog copied 10 times with distinct keys, the store shared: those have no video). With
@@ -140,10 +147,8 @@ def memory(code: Path | None) -> int:
     try:
         outs = {}
         for refs, targets in ((40, 500), (200, 500)):
-            out, media = tmp / f"out-{refs}", tmp / f"media-{refs}"
-            media.mkdir(parents=True)
-            outs[build(out, media, refs, targets)] = out
-            write_report(out)  # the media previews, made once for all that follows
+            n, outs[n] = synthetic(tmp, refs, targets)
+            write_report(outs[n])  # the media previews, made once for all that follows
         big = scaled(outs[100_000], 10, tmp / "out-scaled")
         (big / "store").symlink_to(outs[100_000] / "store")
         outs[1_000_000] = big
@@ -169,9 +174,7 @@ def compare(repeat: int) -> int:
     try:
         pages = {}
         for refs, targets in ((40, 50), (200, 500)):
-            out, media = tmp / f"out-{refs}", tmp / f"media-{refs}"
-            media.mkdir(parents=True)
-            n = build(out, media, refs, targets)
+            n, out = synthetic(tmp, refs, targets)
             t0 = time.perf_counter()
             pages[n] = write_report(out)
             print(f"{n} transfers: mt report {time.perf_counter() - t0:.1f} s, "

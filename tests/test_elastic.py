@@ -6,21 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Nap:
-    """A work item that takes a while, and says where and when it ran."""
-
-    index: int
-    seconds: float
-    size = 1
-
-    def run(self, model, out, worker):
-        t0 = time.time()
-        time.sleep(self.seconds)
-        return {"worker": worker, "t0": t0}
+from benchmarks.bench_autoscale import Nap  # a work item that naps and says where and when it ran
 
 
 def test_an_elastic_pool_grows_onto_a_node_that_joins_and_shrinks_when_it_leaves(tmp_path):
