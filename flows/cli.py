@@ -25,7 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # (CI) went past 20 s and failed the command before any work. Wait up to 180 s; a user's own value wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from flows import cli_eval, cli_export  # noqa: E402  (after the environment above)
+from flows import cli_eval, cli_export, cli_models  # noqa: E402  (after the environment above)
 from flows.cli_toy import toy_app  # noqa: E402
 from flows.console import (guarded, local_input, parse_workers, print_summary, progress_bar,  # noqa: E402
                            require_catalog)
@@ -41,7 +41,8 @@ app.add_typer(toy_app, name="toy")
 app.command("metrics")(cli_eval.metrics)
 app.command("evaluate")(cli_eval.evaluate)
 app.command("report")(cli_eval.report)
-app.command("plan-gpu")(cli_eval.plan_gpu)
+app.command("plan-gpu")(cli_models.plan_gpu)
+app.command("init-model")(cli_models.init_model)
 app.command("export")(cli_export.export)
 
 def quiet_ephemeral_prefect() -> None:
@@ -83,27 +84,8 @@ def parse_resources(text: str | None, option: str = "--resources") -> dict[str, 
     return {k: float(v) for k, v in value.items()}
 
 
-MODEL_HELP = "SVD pipeline: a local diffusers folder or a hub id. Default: the project's built-in CPU model."
-
-
-@app.command("init-model")
-@guarded
-def init_model(
-    folder: Path = typer.Argument(..., help="Folder to write the pipeline to (save_pretrained layout)."),
-    seed: int = typer.Option(0, help="Seed of the random weights."),
-    size: int = typer.Option(64, help="Native frame size in pixels (multiple of 8)."),
-    frames: int = typer.Option(8, help="Native frame count F (the UNet's config.num_frames)."),
-) -> None:
-    """Write a tiny randomly initialised Stable Video Diffusion pipeline (for tests and CPU trials)."""
-    from mtcore.errors import InputError
-    from mtcore.method.svd import init_tiny_model
-
-    if size % 8 or size < 8:
-        raise InputError("--size", f"must be a positive multiple of 8, got {size}")
-    if folder.exists() and any(folder.iterdir()):
-        raise InputError(folder, "folder exists and is not empty")
-    init_tiny_model(folder, seed=seed, sample_size=size // 8, num_frames=frames)
-    typer.echo(f"wrote tiny SVD pipeline to {folder}")
+MODEL_HELP = ("Image-to-video pipeline (SVD or Wan I2V, found from its model_index.json): a local diffusers folder "
+              "or a hub id. Default: the project's built-in CPU model.")
 
 
 @app.command()
@@ -158,7 +140,9 @@ def transfer(
     revision: Optional[str] = typer.Option(None, help="Hub revision of --model."),
     steps: int = typer.Option(25, help="Euler sampling steps."),
     seed: int = typer.Option(0, help="Seed of each target's noise (target i uses seed + i)."),
-    guidance: float = typer.Option(1.0, help="Max classifier-free guidance (1 = off; stock SVD uses 3)."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance (1 = off). SVD: the max of its "
+                                                        "per-frame ramp, default 1 (stock SVD uses 3); Wan: default "
+                                                        "5, the pipeline's."),
     fps: int = typer.Option(7, help="Frames per second (micro-conditioning and the mp4)."),
     batch_size: int = typer.Option(4, help="Targets sampled together in one UNet call."),
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda if present, else cpu)."),
@@ -185,10 +169,11 @@ def transfer(
         from mtcore.method.embedding import load_embedding
         from mtcore.method.models import load_model
 
-        config = TransferConfig(steps=steps, max_guidance_scale=guidance, fps=fps)
-        validate_config(config, "mt transfer")
         svd = load_model(model, revision=revision, device=device, dtype=dtype)
-        motion = load_embedding(motion_file, model_id=svd.model_id, token_dim=svd.token_dim)
+        config = (TransferConfig(steps=steps, max_guidance_scale=1.0 if guidance is None else guidance, fps=fps)
+                  if svd.family == "svd" else TransferConfig(steps=steps, guidance_scale=guidance, fps=fps))
+        validate_config(config, "mt transfer")
+        motion = load_embedding(motion_file, model_id=svd.model_id, token_dim=svd.token_dim, family=svd.family)
         full = svd.resolve(config, num_frames=motion.num_frames)
         # fail on a bad target before any sampling (errors about a download name its URL: local_input)
         images = [read_image(local, full.height, full.width) for local in targets]

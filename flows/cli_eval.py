@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from flows.console import guarded, local_input, require_catalog
-from mtcore.method.config import InversionConfig
 
 
 @guarded
@@ -100,37 +99,3 @@ def report(
 
     page = write_report(out, run_id=run, page_size=page_size)
     typer.echo(f"wrote {page}  (open it in a browser; it works offline)")
-
-
-@guarded
-def plan_gpu(
-    frames: int = typer.Option(14, help="Frames F (SVD img2vid: 14)."),
-    height: int = typer.Option(576, help="Height in pixels."),
-    width: int = typer.Option(1024, help="Width in pixels."),
-    batch: int = typer.Option(1, help="References inverted together (one UNet call per step)."),
-    steps: int = typer.Option(InversionConfig.steps, help="Inversion steps (default: the inversion config's)."),
-    sample_steps: int = typer.Option(25, help="Sampling steps per video."),
-    guidance_passes: int = typer.Option(1, help="UNet passes per sampling step: 1 without guidance, 2 with."),
-    checkpointing: bool = typer.Option(True, help="Gradient checkpointing during inversion."),
-    dtype: str = typer.Option("bf16", help="bf16 or fp16 (2 bytes) or fp32 (4)."),
-    tokens: int = typer.Option(5, help="Tokens per group N of the motion embedding."),
-) -> None:
-    """Estimate peak memory and time per inversion step and per video for the real SVD UNet (1.52 B
-    parameters) on A100 80GB, H100 80GB and L4 24GB, from exact FLOP and activation counts (see mtcore.method.gpuplan)."""
-    from mtcore.errors import InputError
-    from mtcore.method.gpuplan import GPUS, plan
-
-    sizes = {"bf16": 2, "fp16": 2, "fp32": 4}
-    if dtype not in sizes:
-        raise InputError("--dtype", f"must be one of {', '.join(sizes)}, got {dtype!r}")
-    if height % 64 or width % 64:
-        raise InputError("--height/--width", "must be multiples of 64 (the UNet downsamples the latent 3 times)")
-    rows = plan(frames, height, width, batch, steps, sample_steps, guidance_passes, checkpointing, tokens, sizes[dtype])
-    typer.echo(f"SVD UNet, {frames} frames at {width}x{height}, {dtype}, batch {batch}, "
-               f"{'with' if checkpointing else 'without'} gradient checkpointing, N = {tokens}")
-    typer.echo(f"{'GPU':<11} {'step s':>7} {'peak GiB':>9} {'fits':>5} {f'{steps} steps min/ref':>18} "
-               f"{'video s':>8} {'refs/GPU':>8}   assumed utilisation")
-    for row in rows:
-        typer.echo(f"{row.gpu:<11} {row.step_s:>7.2f} {row.peak_gib:>9.1f} {('yes' if row.fits else 'NO'):>5} "
-                   f"{row.inversion_minutes:>18.1f} {row.video_s:>8.1f} {row.max_batch:>8}   {GPUS[row.gpu][2]:.0%} "
-                   f"of {GPUS[row.gpu][1]:.0f} TFLOP/s")

@@ -1,6 +1,6 @@
 """Work done inside a worker that holds the model: an inversion, a batch of transfers, or metrics.
 
-Plain functions of a loaded `SVDModel` (no Ray, no Prefect), so they run the same in a Ray actor,
+Plain functions of a loaded `MotionModel` (no Ray, no Prefect), so they run the same in a Ray actor,
 in a bare loop and in tests. `run_item` serves any work item of the plan (items are data; the work
 is a function of a model and an item). Each reads its inputs and writes its artifact through the
 storage layer (mtcore.io.storage: a local or shared folder, or object storage, which needs no shared
@@ -25,7 +25,7 @@ from mtcore.io.frames import signed_to_uint8
 from mtcore.method.inversion import invert_fitting, read_reference
 from mtcore.metrics import timed_metrics
 from mtcore.metrics.appearance import model_encoder
-from mtcore.method.models import SVDModel
+from mtcore.method.family import MotionModel
 from mtcore.method.sampling import transfer
 from mtcore.io.storage import local_copy, storage
 from mtcore.io.videoio import read_frames, read_image, read_video, write_mp4
@@ -35,7 +35,7 @@ from tasks.rows import embedding_row, metrics_row, one_line, transfer_row
 log = logging.getLogger(__name__)
 
 
-def run_item(model: SVDModel, item, out: str, worker: str) -> Rows:
+def run_item(model: MotionModel, item, out: str, worker: str) -> Rows:
     """Serve one work item of the plan on a loaded model; its catalog rows, per table."""
     if isinstance(item, InversionJob):
         return {"embeddings": run_inversions(model, [item], out, worker)}
@@ -50,12 +50,12 @@ def run_item(model: SVDModel, item, out: str, worker: str) -> Rows:
     raise TypeError(f"not a work item: {type(item).__name__}")
 
 
-def run_inversion(model: SVDModel, job: InversionJob, out: str, worker: str) -> dict:
+def run_inversion(model: MotionModel, job: InversionJob, out: str, worker: str) -> dict:
     """Invert one reference video into OUT/<job.path>; returns its embeddings row."""
     return run_inversions(model, [job], out, worker)[0]
 
 
-def run_inversions(model: SVDModel, jobs: list[InversionJob], out: str, worker: str) -> list[dict]:
+def run_inversions(model: MotionModel, jobs: list[InversionJob], out: str, worker: str) -> list[dict]:
     """Invert references that share a config together (mtcore.method.inversion.invert_batch), each into its
     OUT/<job.path>; one embeddings row per job. An unreadable reference fails alone."""
     t0 = time.perf_counter()
@@ -89,7 +89,7 @@ def located(where: str, exc: Exception) -> str:
     return f"{where}: {one_line(exc)}" if where else one_line(exc)
 
 
-def run_transfers(model: SVDModel, jobs: list[TransferJob], out: str, worker: str) -> Rows:
+def run_transfers(model: MotionModel, jobs: list[TransferJob], out: str, worker: str) -> Rows:
     """Sample transfers that share one embedding and config in one UNet call; a transfers row per job,
     and a metrics row per video written of the jobs to `measure`."""
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def run_transfers(model: SVDModel, jobs: list[TransferJob], out: str, worker: st
         if len({(j.embedding_key, j.config) for j in jobs}) != 1:
             raise ValueError("a transfer batch must share one embedding and one config")
         config = jobs[0].config
-        embedding = _embedding(str(out), jobs[0].embedding_key, model.model_id, model.token_dim)
+        embedding = _embedding(str(out), jobs[0].embedding_key, model.model_id, model.token_dim, model.family)
         full = model.resolve(config, num_frames=embedding.num_frames)
         for i, job in enumerate(jobs):
             try:
@@ -127,7 +127,7 @@ def run_transfers(model: SVDModel, jobs: list[TransferJob], out: str, worker: st
     return rows
 
 
-def run_metrics(model: SVDModel, jobs: list[TransferJob], out: str, worker: str) -> Rows:
+def run_metrics(model: MotionModel, jobs: list[TransferJob], out: str, worker: str) -> Rows:
     """Measure finished transfers (their mp4 in the store); a metrics row for each one measured."""
     rows = []
     encoder = model_encoder(model)
@@ -147,12 +147,12 @@ def run_metrics(model: SVDModel, jobs: list[TransferJob], out: str, worker: str)
 
 
 @lru_cache(maxsize=16)
-def _embedding(out: str, key: str, model_id: str, token_dim: int):
+def _embedding(out: str, key: str, model_id: str, token_dim: int, family: str):
     """The motion embedding of `key` in OUT's store, read once per worker for all of its transfer batches
     (a file of the store never changes: its name is its content's key; one GET per batch was a quarter of
     a video's requests on object storage, benchmarks/bench_execute.py)."""
     with storage(out).reading(store_relpath("embeddings", key)) as path:
-        return load_embedding(path, model_id=model_id, token_dim=token_dim)
+        return load_embedding(path, model_id=model_id, token_dim=token_dim, family=family)
 
 
 @lru_cache(maxsize=16)

@@ -99,6 +99,13 @@ class TransferConfig:
     """Noise added to the target image before VAE encoding (and fed to the UNet)."""
     decode_chunk_size: int | None = None
     """Frames decoded by the VAE at a time; None = all at once."""
+    guidance_scale: float | None = None
+    """Wan: classifier-free guidance against the stock negative prompt; None = the pipeline's 5.0. SVD uses
+    min/max_guidance_scale instead. (Left out of keys and catalogs while None, so SVD's are unchanged.)"""
+
+
+UNSET_OMITTED = frozenset({"guidance_scale"})
+"""Fields added after the SVD keys were fixed: a config dict leaves them out while they are None."""
 
 
 def parse_config(cls: type, data: Any, where: str) -> tuple[Any | None, list[str]]:
@@ -207,7 +214,8 @@ def resolve(cfg: Config, num_frames: int, size: tuple[int, int]) -> Config:
 
 def config_to_dict(cfg: InversionConfig | TransferConfig) -> dict[str, Any]:
     """Plain JSON-able dict (tuples become lists) for metadata and cache keys."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
+            if not (v is None and k in UNSET_OMITTED)}
 
 
 def config_json(cfg: InversionConfig | TransferConfig) -> str:

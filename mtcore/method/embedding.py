@@ -20,6 +20,7 @@ from safetensors import safe_open
 from mtcore import CODE_VERSION
 from mtcore.errors import EmbeddingMismatch, InputError
 from mtcore.io.fileio import atomic_write, require_file
+from mtcore.method.family import SVD
 
 FORMAT = "motion-transfer/motion-embedding"
 FORMAT_VERSION = "1"
@@ -40,10 +41,20 @@ class MotionEmbedding:
     """The InversionConfig it was made with, as a plain dict."""
     code_version: str = CODE_VERSION
     """mtcore.CODE_VERSION of the code that made it."""
+    family: str = SVD
+    """The model family it was made on (mtcore.method.family); applying it to another is refused."""
+    video_frames: int | None = None
+    """F, the video frames, where the groups are not F + 1 (Wan: a group per latent frame); None = G - 1."""
 
     @property
     def num_frames(self) -> int:
-        return self.tokens.shape[0] - 1
+        """F: frames of the videos it makes."""
+        return self.video_frames if self.video_frames is not None else self.tokens.shape[0] - 1
+
+    @property
+    def groups(self) -> int:
+        """G: token groups (SVD: F + 1; Wan: F' + 1 for F' latent frames)."""
+        return self.tokens.shape[0]
 
     @property
     def tokens_per_frame(self) -> int:
@@ -69,6 +80,8 @@ class MotionEmbedding:
             "inversion_config": json.dumps(self.inversion_config, sort_keys=True),
             "reference_sha256": self.reference_sha256,
             "code_version": self.code_version,
+            # SVD files predate families: they carry none, so their bytes are unchanged
+            **({"family": self.family} if self.family != SVD else {}),
         }
 
 
@@ -108,8 +121,9 @@ def load_embedding(
     model_id: str | None = None,
     num_frames: int | None = None,
     token_dim: int | None = None,
+    family: str | None = None,
 ) -> MotionEmbedding:
-    """Read an embedding file; refuse one made for another model, frame count or token width."""
+    """Read an embedding file; refuse one made for another model family, model, frame count or token width."""
     p = require_file(path)
     try:
         with safe_open(str(p), framework="pt") as f:
@@ -131,9 +145,15 @@ def load_embedding(
         reference_sha256=meta.get("reference_sha256", ""),
         inversion_config=json.loads(meta.get("inversion_config") or "{}"),
         code_version=meta.get("code_version", ""),
+        family=meta.get("family", SVD),
     )
+    if emb.family != SVD and str(meta.get("num_frames", "")).isdigit():
+        emb.video_frames = int(meta["num_frames"])
     if tokens.ndim != 3 or str(emb.num_frames) != meta.get("num_frames"):
         raise InputError(p, f"corrupt embedding: tensor shape {tuple(tokens.shape)} disagrees with its metadata")
+    if family is not None and emb.family != family:
+        raise EmbeddingMismatch(p, f"made for a {emb.family} model ({emb.model_id or '?'}); the loaded model is "
+                                   f"{family} ({model_id or '?'}): an embedding works only on the model it was made on")
     if model_id is not None and emb.model_id != model_id:
         raise EmbeddingMismatch(p, f"made for model {emb.model_id or '?'}, not for the loaded model {model_id}")
     if token_dim is not None and emb.token_dim != token_dim:

@@ -1,7 +1,8 @@
 """Model identity: the provenance string recorded in embeddings, cache keys and catalogs.
 
 "hub:<id>@<revision>" for a hub model, "local:<sha256 of the folder's config and weight files>"
-for a local folder, so a retrained local model never reuses stale artifacts. A model in a bucket
+for a local folder (led by the family for families other than SVD: "wan-i2v:local:<sha256>"; a folder
+of an unsupported pipeline class is refused here, so a run refuses it while planning), so a retrained local model never reuses stale artifacts. A model in a bucket
 (s3://bucket/models/svd-xt) is a local folder once fetched into this machine's cache
 (mtcore.io.modelcache), so it has the identity of the same folder on disk. Light on purpose
 (no torch): planning a run, which only hashes, must not pay for importing the ML stack.
@@ -16,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mtcore.errors import InputError
+from mtcore.method.family import family_of_folder, identity_prefix
 from mtcore.io.locations import is_url, normalize
 
 # The CPU default: the trained toy model (see docs/toy-model.md), a complete SVD pipeline folder.
@@ -95,5 +97,5 @@ def model_identity(model: str | os.PathLike, revision: str | None = None) -> str
             for p in sorted(root.rglob("*"))
             if p.is_file() and p.suffix in _IDENTITY_SUFFIXES
         )
-        return "local:" + _folder_hash(str(root), stamp)
+        return identity_prefix(family_of_folder(root)) + "local:" + _folder_hash(str(root), stamp)
     return f"hub:{model}@{revision or 'main'}"

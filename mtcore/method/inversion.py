@@ -22,6 +22,7 @@ import torch
 from mtcore.method.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
 from mtcore.method.config import InversionConfig, config_to_dict, validate_config
 from mtcore.method.embedding import MotionEmbedding, initial_tokens
+from mtcore.method.family import SVD
 from mtcore.errors import InputError
 from mtcore.io.frames import signed_to_pil
 from mtcore.method.models import SVDModel
@@ -99,6 +100,52 @@ def _warmup(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
+def autocast(model, config: InversionConfig):
+    """bf16 autocast of the denoiser when the config asks for it (the embedding stays float32)."""
+    if config.autocast_bf16:
+        return torch.autocast(model.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def optimise(
+    param: torch.nn.Parameter,
+    config: InversionConfig,
+    step_losses: Callable[[int], list[torch.Tensor]],
+    denoisers: list[torch.nn.Module],
+    progress: ProgressFn | None = None,
+    observe: Callable[[int, torch.Tensor], None] | None = None,
+) -> None:
+    """The optimisation every family shares: AdamW with linear warm-up on the stacked (k, G, N, D) embeddings.
+
+    `step_losses(step)` draws that step's noise and returns the k references' losses (their sum is
+    minimised: nothing in a denoiser mixes batch items, so each embedding gets its own gradient). A
+    non-finite loss stops the run. `denoisers` get gradient checkpointing while it runs when the config asks.
+    """
+    opt = torch.optim.AdamW([param], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, config.warmup_steps))
+    switched = [m for m in denoisers if config.gradient_checkpointing and not m.is_gradient_checkpointing]
+    for module in switched:
+        module.enable_gradient_checkpointing()
+    try:
+        for step in range(config.steps):
+            losses = step_losses(step)
+            loss = torch.stack(losses).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            values = [value.item() for value in losses]
+            if not all(math.isfinite(v) for v in values):
+                raise FloatingPointError(f"inversion diverged at step {step + 1} (losses {values})")
+            if progress is not None:
+                progress(step + 1, config.steps, sum(values) / len(values))
+            if observe is not None:
+                observe(step + 1, param.detach())
+    finally:
+        for module in switched:
+            module.disable_gradient_checkpointing()
+
+
 def read_reference(model: SVDModel, path, config: InversionConfig = InversionConfig()) -> torch.Tensor:
     """The reference video's frames as `invert` takes them with this config: (F, 3, H, W) in [-1, 1].
 
@@ -151,6 +198,8 @@ def invert_batch(
         if tuple(frames.shape) != expected:
             raise InputError("reference frames", f"shape {tuple(frames.shape)}, but the inversion config asks for "
                                                  f"(F, 3, H, W) = {expected}; read them with read_reference()")
+    if model.family != SVD:  # the family's own loss and conditioning, the same optimisation (optimise)
+        return model.invert_batch(references, config, reference_sha256s, progress, eval_draws, observe)
     t0 = time.perf_counter()
     k, num_frames, n = len(references), expected[0], config.tokens_per_frame
     gens = [torch.Generator().manual_seed(config.seed) for _ in references]
@@ -164,53 +213,30 @@ def invert_batch(
     draws = fixed_draws(tuple(x0s[0].shape), eval_draws, config.seed + 1, config.p_mean, config.p_std)
     losses_before = [denoising_loss(model, frames, param[i].detach(), draws, config) for i, frames in enumerate(references)]
 
-    opt = torch.optim.AdamW([param], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, config.warmup_steps))
     b = config.batch_size
     ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, k * b)
     x0_b = torch.cat([x0.expand(b, -1, -1, -1, -1) for x0 in x0s])  # (k*b, F, C, h, w)
     first = torch.cat([frames[:1].expand(b, -1, -1, -1) for frames in references])  # (k*b, 3, H, W)
-    autocast = (
-        torch.autocast(model.device.type, dtype=torch.bfloat16)
-        if config.autocast_bf16
-        else contextlib.nullcontext()
-    )
-    was_ckpt = model.unet.is_gradient_checkpointing
-    if config.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-    try:
-        with model.routing.route(num_frames, n):
-            for step in range(config.steps):
-                # each reference's draws from its own generator, in the order a lone inversion draws them
-                sigma, noise, cond_sigma, cond_noise = [], [], [], []
-                for gen in gens:
-                    sigma.append((config.p_mean + config.p_std * torch.randn(b, generator=gen)).exp())
-                    noise.append(torch.randn((b, *x0_b.shape[1:]), generator=gen))
-                    cond_sigma.append((config.cond_p_mean + config.cond_p_std * torch.randn(b, generator=gen)).exp())
-                    cond_noise.append(torch.randn((b, *first.shape[1:]), generator=gen))
-                sigma, noise = torch.cat(sigma).to(model.device), torch.cat(noise).to(model.device)
-                cond_sigma, cond_noise = torch.cat(cond_sigma), torch.cat(cond_noise)
-                cond = first_frame_latent(model, first + cond_sigma.view(-1, 1, 1, 1) * cond_noise)
-                hidden = param.reshape(k, 1, -1, param.shape[-1]).expand(k, b, -1, -1).reshape(k * b, -1, param.shape[-1])
-                with autocast:
-                    d = edm_denoise(model, x0_b + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
-                losses = [weighted_loss(d[i * b:(i + 1) * b].float(), x0_b[i * b:(i + 1) * b], sigma[i * b:(i + 1) * b])
-                          for i in range(k)]
-                loss = torch.stack(losses).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                values = [value.item() for value in losses]
-                if not all(math.isfinite(v) for v in values):
-                    raise FloatingPointError(f"inversion diverged at step {step + 1} (losses {values})")
-                if progress is not None:
-                    progress(step + 1, config.steps, sum(values) / k)
-                if observe is not None:
-                    observe(step + 1, param.detach())
-    finally:
-        if config.gradient_checkpointing and not was_ckpt:
-            model.unet.disable_gradient_checkpointing()
+
+    def step_losses(step: int) -> list[torch.Tensor]:
+        # each reference's draws from its own generator, in the order a lone inversion draws them
+        sigma, noise, cond_sigma, cond_noise = [], [], [], []
+        for gen in gens:
+            sigma.append((config.p_mean + config.p_std * torch.randn(b, generator=gen)).exp())
+            noise.append(torch.randn((b, *x0_b.shape[1:]), generator=gen))
+            cond_sigma.append((config.cond_p_mean + config.cond_p_std * torch.randn(b, generator=gen)).exp())
+            cond_noise.append(torch.randn((b, *first.shape[1:]), generator=gen))
+        sigma, noise = torch.cat(sigma).to(model.device), torch.cat(noise).to(model.device)
+        cond_sigma, cond_noise = torch.cat(cond_sigma), torch.cat(cond_noise)
+        cond = first_frame_latent(model, first + cond_sigma.view(-1, 1, 1, 1) * cond_noise)
+        hidden = param.reshape(k, 1, -1, param.shape[-1]).expand(k, b, -1, -1).reshape(k * b, -1, param.shape[-1])
+        with autocast(model, config):
+            d = edm_denoise(model, x0_b + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
+        return [weighted_loss(d[i * b:(i + 1) * b].float(), x0_b[i * b:(i + 1) * b], sigma[i * b:(i + 1) * b])
+                for i in range(k)]
+
+    with model.routing.route(num_frames, n):
+        optimise(param, config, step_losses, [model.unet], progress, observe)
 
     seconds = time.perf_counter() - t0
     shas = reference_sha256s or [""] * k
@@ -243,7 +269,7 @@ def invert_fitting(
     size = len(references)
     if free_bytes is None and model.device.type == "cuda":
         free_bytes = torch.cuda.mem_get_info(model.device)[0]
-    if free_bytes is not None and references:
+    if free_bytes is not None and references and model.family == SVD:  # counted for SVD's UNet; others halve on OOM
         from mtcore.method.gpuplan import references_that_fit
 
         full = model.resolve(config)

@@ -1,4 +1,4 @@
-"""Loading Stable Video Diffusion pipelines for inversion and transfer.
+"""Loading image-to-video pipelines (Stable Video Diffusion, Wan I2V) for inversion and transfer.
 
 Every model, real or toy, goes through `StableVideoDiffusionPipeline.from_pretrained` (a local
 folder or a hub id + revision); its identity comes from `mtcore.method.identity`. The SVD building
@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
 
 from mtcore.method.config import Config, resolve
+from mtcore.method.family import SVD, WAN_I2V, family_of_class, family_of_folder
 from mtcore.errors import InputError
 from mtcore.io.locations import is_url
 from mtcore.method.identity import DEFAULT_MODEL, is_local, locate_model, model_identity
@@ -37,6 +38,8 @@ class SVDModel:
     """Where the pipeline's weights are."""
     dtype: torch.dtype
     """The UNet's compute dtype (float32 on CPU, float16 or bfloat16 on GPUs)."""
+    family: str = SVD
+    """The model family (mtcore.method.family): this class implements "svd"."""
 
     @property
     def unet(self) -> UNetSpatioTemporalConditionModel:
@@ -68,6 +71,30 @@ class SVDModel:
         """
         return resolve(cfg, num_frames or self.default_num_frames, self.default_size)
 
+    # -- the rest of mtcore.method.family.MotionModel ----------------------------------------------------
+    def embedding_groups(self, num_frames: int) -> int:
+        """G = F + 1: a group per frame (spatial cross-attention) and one shared (temporal)."""
+        return num_frames + 1
+
+    def invertible_modules(self) -> list:
+        return [self.unet]
+
+    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None):
+        from mtcore.method.inversion import invert_batch  # SVD's loss lives there (EDM, v-prediction)
+
+        return invert_batch(self, references, config, reference_sha256s, progress, eval_draws, observe)
+
+    def sample(self, images, embedding, config, seeds, progress=None, guidance_passes=1):
+        from mtcore.method.sampling import transfer
+
+        return transfer(self, images, embedding, config, seeds, progress, guidance_passes)
+
+    def image_embeddings(self, images) -> torch.Tensor:
+        """(B, D) CLIP image embeddings, the stock pipeline's preprocessing (the appearance metrics)."""
+        from mtcore.method.conditioning import clip_embed
+
+        return clip_embed(self, images)
+
 
 def pick_device(device: str | None = None) -> torch.device:
     """The requested device, else CUDA when present, else CPU. Never touched at import time."""
@@ -89,7 +116,7 @@ def parse_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.d
     return table[name]
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     # The project reports its own progress; library bars and load chatter would drown it.
     import diffusers
     import transformers
@@ -128,6 +155,20 @@ def import_project_components(folder: str | os.PathLike) -> None:
             importlib.import_module(entry[0])
 
 
+def family_of(src: str, revision: str | None = None) -> str:
+    """The family of a local folder (its model_index.json) or of a hub model (its model_index.json, fetched
+    by diffusers' own `load_config`, which uses the hub cache)."""
+    if is_local(src):
+        return family_of_folder(src)
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(src, revision=revision)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise InputError(src, f"cannot read the hub model's model_index.json ({str(exc).splitlines()[0][:200]})") from None
+    return family_of_class(str(index.get("_class_name", "")), src)
+
+
 def load_model(
     model: str | os.PathLike | None = None,
     revision: str | None = None,
@@ -135,8 +176,11 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     channels_last: bool = False,
     compile_unet: bool = False,
-) -> SVDModel:
-    """Load an SVD pipeline with `from_pretrained`, freeze it, install motion routing.
+) -> "SVDModel | WanModel":
+    """Load a pipeline with `from_pretrained`, freeze it, install motion routing.
+
+    The family is read from the folder's model_index.json (`mtcore.method.family`): an SVD folder gives an
+    `SVDModel`, a Wan I2V folder a `mtcore.method.wan.WanModel`, any other class is refused in one line.
 
     `model`: a local pipeline folder or a hub id (None = the project's default CPU model); a
     relative folder is found from the current directory (`identity.locate_model`).
@@ -158,9 +202,26 @@ def load_model(
     dt = parse_dtype(dtype, dev)
     model_id = model_identity(model, revision)
     src = str(Path(model).expanduser().resolve()) if is_local(model) else str(model)
-    _quiet_libraries()
+    quiet_libraries()
     import_project_components(src)
 
+    family = family_of(src, revision)
+    if family == WAN_I2V:
+        from diffusers import WanImageToVideoPipeline
+
+        from mtcore.method.wan import wrap
+
+        try:
+            pipe = WanImageToVideoPipeline.from_pretrained(src, revision=revision, dtype=dt)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise InputError(model, f"cannot load a Wan I2V pipeline ({str(exc).splitlines()[0][:200]})") from None
+        pipe.to(dev)
+        pipe.set_progress_bar_config(disable=True)
+        wan = wrap(pipe, model_id, dev, dt, src if is_local(src) else None)
+        if compile_unet:
+            pipe.transformer = torch.compile(pipe.transformer)
+        _LOADS += 1
+        return wan
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(src, revision=revision, dtype=dt)
     except (OSError, ValueError, EnvironmentError) as exc:

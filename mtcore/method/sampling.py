@@ -19,6 +19,7 @@ from mtcore.method.conditioning import clip_embed, time_ids
 from mtcore.method.config import TransferConfig, validate_config
 from mtcore.method.embedding import MotionEmbedding
 from mtcore.errors import EmbeddingMismatch
+from mtcore.method.family import SVD
 from mtcore.method.models import SVDModel
 
 StepFn = Callable[[int, int], None]  # (step done, total steps)
@@ -44,6 +45,9 @@ def transfer(
     if guidance_passes not in (1, 2):
         raise ValueError(f"guidance_passes must be 1 or 2, got {guidance_passes}")
     validate_config(config, "transfer")
+    if model.family != SVD:  # the family's own sampling loop (mtcore.method.family.MotionModel.sample)
+        return model.sample(images, embedding, config, list(seeds) if seeds is not None else [0] * len(images),
+                            progress, guidance_passes)
     pipe, dev = model.pipe, model.device
     b = len(images)
     seeds = list(seeds) if seeds is not None else [0] * b

@@ -52,8 +52,9 @@ def clip_similarity(encoder: Encoder | None, target: np.ndarray, output: np.ndar
     return float(cos[0]), float(cos.mean()), None
 
 
-def model_encoder(model) -> Encoder:
-    """The model's own CLIP image encoder (mtcore.method.models.SVDModel) as an Encoder."""
-    from mtcore.method.conditioning import clip_embed
-
-    return lambda images: clip_embed(model, images).float().cpu().numpy()
+def model_encoder(model) -> Encoder | None:
+    """The model's own CLIP image encoder (mtcore.method.family.MotionModel.image_embeddings) as an Encoder;
+    None for a model without one (Wan 2.2 I2V), whose CLIP metrics are then left empty with that note."""
+    if model.family != "svd" and getattr(model.pipe, "image_encoder", None) is None:
+        return None
+    return lambda images: model.image_embeddings(images).float().cpu().numpy()
