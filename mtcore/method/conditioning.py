@@ -5,10 +5,14 @@ feed the UNet exactly as the stock pipeline does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from PIL import Image
 
-from mtcore.method.models import SVDModel
+if TYPE_CHECKING:  # annotations only: models imports this module's functions lazily
+    from mtcore.method.models import SVDModel
+
 
 
 @torch.no_grad()

@@ -100,7 +100,8 @@ def count_step(unet: torch.nn.Module, frames: int, height: int, width: int, batc
     attention_flops = [0.0]
     real_sdpa = F.scaled_dot_product_attention
 
-    def fused(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+    def fused(*args, **kw):  # positional (diffusers' processors) or query=/key=/value= (diffusers' dispatch)
+        q, k, v = args[:3] if len(args) >= 3 else (kw["query"], kw["key"], kw["value"])
         b, h, lq, d = q.shape
         lk = k.shape[-2]
         attention_flops[0] += 4 * b * h * lq * lk * d * (3.5 if backward else 1.0)  # QK^T and PV; bwd ~2.5x
@@ -114,18 +115,15 @@ def count_step(unet: torch.nn.Module, frames: int, height: int, width: int, batc
 
     unet.train(checkpointing)  # diffusers checkpoints only in training mode
     unet.enable_gradient_checkpointing() if checkpointing else unet.disable_gradient_checkpointing()
-    latent_h, latent_w = height // 8, width // 8
     F.scaled_dot_product_attention = fused
     try:
         with torch.device("meta"), FlopCounterMode(display=False) as counter:
-            x = torch.empty(batch, frames, unet.config.in_channels, latent_h, latent_w)
-            ehs = torch.empty(batch, tokens, unet.config.cross_attention_dim, requires_grad=backward)
-            ids = torch.empty(batch, 3)
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if backward else contextlib.nullcontext()
-            with hooks, (contextlib.nullcontext() if backward else torch.no_grad()):
-                out = unet(x, torch.ones(batch), encoder_hidden_states=ehs, added_time_ids=ids).sample
-            if backward:
-                out.sum().backward()
+            with routed(unet, frames, tokens):  # the backward recomputes checkpointed blocks: routed too
+                with hooks, (contextlib.nullcontext() if backward else torch.no_grad()):
+                    out = denoise(unet, frames, height, width, batch, tokens, backward)
+                if backward:
+                    out.sum().backward()
     finally:
         F.scaled_dot_product_attention = real_sdpa
         unet.disable_gradient_checkpointing()
@@ -135,9 +133,100 @@ def count_step(unet: torch.nn.Module, frames: int, height: int, width: int, batc
     if checkpointing and backward:  # one segment recomputed at a time: ~1/segments of the full activations
         full = count_step(unet, frames, height, width, batch, True, False, dtype_bytes, tokens).activation_bytes
         segments = sum(1 for m in unet.modules() if getattr(m, "gradient_checkpointing", False) is not None
-                       and m.__class__.__name__.endswith(("ResBlock", "TransformerSpatioTemporalModel")))
+                       and m.__class__.__name__.endswith(("ResBlock", "TransformerSpatioTemporalModel",
+                                                          "WanTransformerBlock")))
         transient = full / max(1, segments)
     return StepCost(counter.get_total_flops() + attention_flops[0], saved[0], transient, params * dtype_bytes)
+
+
+def routed(model: torch.nn.Module, frames: int, tokens: int):
+    """The routing of a Wan transformer built by meta_wan, for videos of `frames` (a no-op for SVD's UNet,
+    whose plan counts N tokens unrouted: the same work)."""
+    if not hasattr(model, "_motion_routing"):
+        return contextlib.nullcontext()
+    latent = (frames - 1) // wan_spec_of(model).temporal + 1
+    return model._motion_routing.route(latent + 1, tokens)
+
+
+def denoise(model: torch.nn.Module, frames: int, height: int, width: int, batch: int, tokens: int,
+            grad: bool, device: str | torch.device = "meta", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One denoiser call on inputs of the right shapes (the motion embedding with `grad`): SVD's UNet, or Wan's
+    transformer (WanSpec; G = latent frames + 1 groups of `tokens`, routed inside `routed`)."""
+    dtype = dtype or next(model.parameters()).dtype
+    opts = {"device": device, "dtype": dtype}
+    if hasattr(model.config, "text_dim"):  # WanTransformer3DModel
+        spec = wan_spec_of(model)
+        latent = (frames - 1) // spec.temporal + 1
+        x = torch.randn(batch, model.config.in_channels, latent, height // spec.spatial, width // spec.spatial, **opts)
+        text = torch.randn(batch, (latent + 1) * tokens + 1, model.config.text_dim, **opts, requires_grad=grad)
+        image = (torch.randn(batch, spec.image_tokens, model.config.image_dim, **opts)
+                 if model.config.image_dim else None)
+        return model(hidden_states=x, timestep=torch.full((batch,), 500.0, device=device), encoder_hidden_states=text,
+                     encoder_hidden_states_image=image, return_dict=False)[0]
+    x = torch.randn(batch, frames, model.config.in_channels, height // 8, width // 8, **opts)
+    ehs = torch.randn(batch, tokens, model.config.cross_attention_dim, **opts, requires_grad=grad)
+    ids = torch.randn(batch, 3, **opts)
+    return model(x, torch.ones(batch, device=device), encoder_hidden_states=ehs, added_time_ids=ids).sample
+
+
+@dataclass(frozen=True)
+class WanSpec:
+    """A Wan transformer size: its diffusers config and what the rest of its pipeline makes of a video."""
+
+    config: dict
+    spatial: int = 16
+    """Pixels per transformer token side: the VAE's 8x (Wan 2.2 5B: 16x) times the 2x patches."""
+    temporal: int = 4
+    """Frames per latent frame (F = 4k + 1 -> k + 1 latent frames)."""
+    image_tokens: int = 257
+    """CLIP ViT-H/14 tokens at 224 px (Wan 2.1 I2V); 0 without an image encoder."""
+    frames: int = 81
+    height: int = 480
+    width: int = 832
+
+
+_WAN_BASE = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=36, out_channels=16, text_dim=4096,
+                 freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280,
+                 rope_max_seq_len=1024)
+WAN_SIZES = {
+    # Wan-AI/Wan2.1-I2V-14B-480P-Diffusers transformer/config.json
+    "14B": WanSpec({**_WAN_BASE, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40, "added_kv_proj_dim": 5120}),
+    # Wan2.1-T2V-1.3B's transformer with the I2V inputs (no 1.3B I2V checkpoint is published: a fine-tune's size)
+    "1.3B": WanSpec({**_WAN_BASE, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30, "added_kv_proj_dim": 1536}),
+    # Wan-AI/Wan2.2-TI2V-5B-Diffusers: 16x VAE, 48 latent channels, no CLIP tokens, 121 frames at 704x1280
+    "5B": WanSpec({**_WAN_BASE, "num_attention_heads": 24, "ffn_dim": 14336, "num_layers": 30, "in_channels": 48,
+                   "out_channels": 48, "image_dim": None}, spatial=32, image_tokens=0, frames=121, height=704, width=1280),
+    # the tests' tiny random model (mtcore.method.wan.build_tiny_wan): 32 px, 9 frames
+    "tiny": WanSpec({**_WAN_BASE, "num_attention_heads": 2, "attention_head_dim": 12, "text_dim": 32, "ffn_dim": 32,
+                     "num_layers": 2, "image_dim": 16, "added_kv_proj_dim": 24, "rope_max_seq_len": 32},
+                    image_tokens=17, frames=9, height=32, width=32),
+}
+"""Wan sizes by name. The 5B's TI2V pipeline (expand_timesteps) is planned here but refused by load_model."""
+
+
+def wan_spec_of(transformer: torch.nn.Module) -> WanSpec:
+    return getattr(transformer, "_wan_spec", None) or WAN_SIZES["14B"]
+
+
+def meta_wan(size: str = "14B", device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A Wan transformer of a named size with motion routing installed: on the meta device (shapes only) for
+    counting, or with random weights on a real device for measuring."""
+    from diffusers import WanTransformer3DModel
+
+    from mtcore.method.wan_routing import WanMotionRouting
+
+    spec = WAN_SIZES[size]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in its dtype: 16 B float32 weights would not fit beside their copy
+    try:
+        with torch.device(device):
+            model = WanTransformer3DModel.from_config(spec.config)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.requires_grad_(False)
+    model._motion_routing = WanMotionRouting.install(model)
+    model._wan_spec = spec
+    return model
 
 
 def seconds(cost: StepCost, tflops: float, utilisation: float) -> float:
@@ -162,9 +251,11 @@ class Plan:
 
 def plan(frames: int = 14, height: int = 576, width: int = 1024, batch: int = 1, steps: int = 300,
          sample_steps: int = 25, guidance_passes: int = 1, checkpointing: bool = True, tokens: int = 5,
-         dtype_bytes: int = 2) -> list[Plan]:
-    """The estimate for each GPU class in GPUS (see the module docstring for the model and its assumptions)."""
-    unet = svd_unet()
+         dtype_bytes: int = 2, denoiser: torch.nn.Module | None = None) -> list[Plan]:
+    """The estimate for each GPU class in GPUS (see the module docstring for the model and its assumptions).
+
+    `denoiser`: the model counted (a meta UNet or Wan transformer: meta_unet, meta_wan); default SVD's UNet."""
+    unet = denoiser if denoiser is not None else svd_unet()
     one = count_step(unet, frames, height, width, 1, True, checkpointing, dtype_bytes, tokens)
     cost = one if batch == 1 else count_step(unet, frames, height, width, batch, True, checkpointing, dtype_bytes,
                                              tokens)
@@ -200,4 +291,5 @@ def references_that_fit(unet: torch.nn.Module, frames: int, height: int, width: 
     return max(1, int(headroom * free_bytes // per_reference))
 
 
-__all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "meta_unet", "references_that_fit"]
+__all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "meta_unet", "references_that_fit",
+           "WAN_SIZES", "WanSpec", "meta_wan", "denoise"]

@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -25,8 +25,10 @@ from mtcore.method.embedding import MotionEmbedding, initial_tokens
 from mtcore.method.family import SVD
 from mtcore.errors import InputError
 from mtcore.io.frames import signed_to_pil
-from mtcore.method.models import SVDModel
 from mtcore.io.videoio import read_video
+
+if TYPE_CHECKING:  # annotations only: models imports this module's functions lazily
+    from mtcore.method.models import SVDModel
 
 ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
 

@@ -9,7 +9,7 @@ equals the same targets sampled one at a time.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -20,7 +20,9 @@ from mtcore.method.config import TransferConfig, validate_config
 from mtcore.method.embedding import MotionEmbedding
 from mtcore.errors import EmbeddingMismatch
 from mtcore.method.family import SVD
-from mtcore.method.models import SVDModel
+
+if TYPE_CHECKING:  # annotations only: models imports this module's functions lazily
+    from mtcore.method.models import SVDModel
 
 StepFn = Callable[[int, int], None]  # (step done, total steps)
 

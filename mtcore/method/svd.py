@@ -43,17 +43,9 @@ def svd_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def build_tiny_pipeline(
-    seed: int = 0, sample_size: int = 8, num_frames: int = 8, token_dim: int = 32
-) -> StableVideoDiffusionPipeline:
-    """A small randomly initialised SVD with the real architecture (for tests and CPU trials).
-
-    UNet: 2 levels (32, 64 channels), 1 layer per block; VAE: temporal decoder with SVD's 8x
-    downscale (4 levels of 32 channels); CLIP vision tower at 224 px with 32-px patches and a
-    projection to `token_dim`; Euler scheduler with SVD's settings. ~1-2 M parameters.
-    """
-    torch.manual_seed(seed)
-    unet = UNetSpatioTemporalConditionModel(
+def tiny_unet_config(sample_size: int = 8, num_frames: int = 8, token_dim: int = 32) -> dict:
+    """The tiny UNet's diffusers config: 2 levels (32, 64 channels), 1 layer per block (tests, the GPU plan)."""
+    return dict(
         sample_size=sample_size,
         in_channels=8,
         out_channels=4,
@@ -67,6 +59,19 @@ def build_tiny_pipeline(
         num_attention_heads=(2, 4),
         num_frames=num_frames,
     )
+
+
+def build_tiny_pipeline(
+    seed: int = 0, sample_size: int = 8, num_frames: int = 8, token_dim: int = 32
+) -> StableVideoDiffusionPipeline:
+    """A small randomly initialised SVD with the real architecture (for tests and CPU trials).
+
+    UNet: 2 levels (32, 64 channels), 1 layer per block; VAE: temporal decoder with SVD's 8x
+    downscale (4 levels of 32 channels); CLIP vision tower at 224 px with 32-px patches and a
+    projection to `token_dim`; Euler scheduler with SVD's settings. ~1-2 M parameters.
+    """
+    torch.manual_seed(seed)
+    unet = UNetSpatioTemporalConditionModel(**tiny_unet_config(sample_size, num_frames, token_dim))
     vae = AutoencoderKLTemporalDecoder(
         in_channels=3,
         out_channels=3,
@@ -102,4 +107,4 @@ def init_tiny_model(folder: str | os.PathLike, seed: int = 0, sample_size: int =
     return out
 
 
-__all__ = ["CLIPImageProcessor", "svd_scheduler", "build_tiny_pipeline", "init_tiny_model"]
+__all__ = ["CLIPImageProcessor", "svd_scheduler", "tiny_unet_config", "build_tiny_pipeline", "init_tiny_model"]

@@ -30,8 +30,6 @@ STOCK_FRAMES = 81
 """Frames of a Wan 2.1 I2V video when nothing says otherwise (the pipeline's default)."""
 STOCK_SIZE = (480, 832)
 """(height, width) of Wan2.1-I2V-14B-480P (the pipeline's default)."""
-STOCK_GUIDANCE = 5.0
-"""The pipeline's classifier-free guidance scale (TransferConfig.guidance_scale None means this)."""
 DEFAULTS_FILE = "motion_transfer.json"
 """Optional file in a Wan folder with its native {"num_frames", "height", "width"} (the tiny folders have one)."""
 
@@ -277,4 +275,4 @@ def init_tiny_wan(folder: str | os.PathLike, seed: int = 0, size: int = 32, fram
     return out
 
 
-__all__ = ["WanModel", "wrap", "native_of", "build_tiny_wan", "init_tiny_wan", "STOCK_GUIDANCE"]
+__all__ = ["WanModel", "wrap", "native_of", "build_tiny_wan", "init_tiny_wan"]

@@ -14,7 +14,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from mtcore.errors import EmbeddingMismatch
-from mtcore.method.wan import STOCK_GUIDANCE
+
+STOCK_GUIDANCE = 5.0
+"""The pipeline's classifier-free guidance scale (TransferConfig.guidance_scale None means this)."""
 
 
 @torch.no_grad()
