@@ -20,6 +20,8 @@ def init_model(
                                                   "wan-i2v: multiple of 16, default 32)."),
     frames: Optional[int] = typer.Option(None, help="Native frame count F (svd: default 8; wan-i2v: 4k + 1, "
                                                     "default 9)."),
+    wan_version: str = typer.Option("2.1", help="wan-i2v only: 2.1 (CLIP image tokens, one transformer) or 2.2 "
+                                                "(two transformers switched by noise level, no CLIP)."),
 ) -> None:
     """Write a tiny randomly initialised image-to-video pipeline of a model family (tests and CPU trials)."""
     from mtcore.errors import InputError, did_you_mean
@@ -36,7 +38,7 @@ def init_model(
     if family == WAN_I2V:
         from mtcore.method.wan import init_tiny_wan
 
-        init_tiny_wan(folder, seed=seed, size=size or 32, frames=frames or 9)
+        init_tiny_wan(folder, seed=seed, size=size or 32, frames=frames or 9, version=wan_version)
     else:
         from mtcore.method.svd import init_tiny_model
 

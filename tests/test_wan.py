@@ -63,6 +63,30 @@ def test_oracle_one_group_equals_the_stock_pipeline(wan):
     assert (other - stock).abs().max() > 5e-5
 
 
+def test_wan_2_2_two_experts_match_the_stock_pipeline(tmp_path):
+    """Wan 2.2 I2V's layout (transformer_2 below boundary_ratio, no CLIP): routed on both experts, and one group
+    of a prompt's tokens still reproduces the stock pipeline, through the switch between them."""
+    from mtcore.method.models import load_model
+    from mtcore.method.wan_sampling import sample
+
+    r = mt("init-model", tmp_path / "wan22", "--family", "wan-i2v", "--wan-version", "2.2")
+    assert r.returncode == 0, r.stderr
+    wan22 = load_model(tmp_path / "wan22", device="cpu", dtype="fp32")
+    assert len(wan22.invertible_modules()) == 2 and wan22.image_context([_image()]) is None
+    prompt, image = "a dog jumps", _image(4)
+    stock = wan22.pipe(image=image, prompt=prompt, height=32, width=32, num_frames=5, num_inference_steps=4,
+                       guidance_scale=5.0, output_type="pt", generator=torch.Generator().manual_seed(1)).frames
+    n = len(wan22.pipe.tokenizer(prompt).input_ids)
+    ours = sample(wan22, [image], None, TransferConfig(steps=4, num_frames=5), [1],
+                  tokens=wan22.prompt_tokens(prompt)[:n][None], num_frames=5)
+    assert (ours - stock).abs().max() < 2e-6
+    from mtcore.method.inversion import invert
+
+    frames = torch.from_numpy(moving_square_frames(5, 32, 3)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    emb, stats = invert(wan22, frames, InversionConfig(steps=4, num_frames=5, tokens_per_frame=2, batch_size=4))
+    assert emb.tokens.shape == (3, 2, 32) and stats.loss_after < stats.loss_before
+
+
 def test_a_group_reaches_only_its_latent_frame(wan):
     """Changing group g changes the first block's output for latent frame g only; the shared group, all."""
     block = wan.transformer.blocks[0]
@@ -155,27 +179,29 @@ def test_load_embedding_names_both_families(wan, tmp_path):
         load_embedding(path, model_id="local:x", family="svd")
 
 
-def test_mt_run_on_a_wan_folder(prefect_harness, wan_dir, media, tmp_path):
-    """The whole pipeline on the Wan family: ok rows, 9-frame videos, the family in the catalogs, a re-run
-    computes nothing."""
+def test_mt_run_on_a_wan_folder_in_a_sweep_with_svd(prefect_harness, wan_dir, tiny_model_dir, media, tmp_path):
+    """The whole pipeline with both families in one sweep: ok rows, each family's frame count and size, the family
+    in the catalogs, the model's own CLIP metrics; a re-run computes nothing."""
     from flows.bulk import bulk_run
     from mtcore.data.catalog import read_table
     from mtcore.io.videoio import probe_video
 
     manifest = write_manifest(tmp_path, {"right": media / "right.mp4"}, {"cat": media / "cat.png", "dog": media / "dog.png"},
-                              model=str(wan_dir))
+                              models=[str(wan_dir), str(tiny_model_dir)])
     out = tmp_path / "out"
     first = bulk_run(str(manifest), out=str(out))
-    assert (first.inversions_computed, first.transfers_computed, first.failed) == (1, 2, 0)
+    assert (first.inversions_computed, first.transfers_computed, first.failed) == (2, 4, 0)
     emb, tr = read_table(out, "embeddings"), read_table(out, "transfers")
     assert set(emb.status) == set(tr.status) == {"ok"}
-    assert emb.model_id.str.startswith("wan-i2v:local:").all() and tr.model_id.str.startswith("wan-i2v:").all()
-    assert emb.num_frames.tolist() == [9]
+    wan_rows = tr[tr.model_id.str.startswith("wan-i2v:local:")]
+    assert len(wan_rows) == 2 and tr.model_id.str.startswith("local:").sum() == 2  # SVD's identity as before
+    assert sorted(emb.num_frames) == [8, 9]
     for rel in tr.video_path:
         info = probe_video(out / rel)
-        assert (info.num_frames, info.width, info.height) == (9, 32, 32)
+        wan = rel in set(wan_rows.video_path)
+        assert (info.num_frames, info.width, info.height) == ((9, 32, 32) if wan else (8, 64, 64))
     metrics = read_table(out, "metrics")
-    assert len(metrics) == 2 and metrics.clip_first.notna().all()  # the model's own CLIP image encoder
+    assert len(metrics) == 4 and metrics.clip_first.notna().all()  # each model's own CLIP image encoder
     second = bulk_run(str(manifest), out=str(out))
     assert (second.inversions_computed, second.transfers_computed) == (0, 0)
-    assert (second.inversions_cached, second.transfers_cached) == (1, 2)
+    assert (second.inversions_cached, second.transfers_cached) == (2, 4)

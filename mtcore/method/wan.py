@@ -226,13 +226,18 @@ def wrap(pipe, model_id: str, device: torch.device, dtype: torch.dtype, folder: 
     return WanModel(pipe=pipe, model_id=model_id, routing=routing, device=device, dtype=dtype, native=native_of(folder))
 
 
-def build_tiny_wan(seed: int = 0, text_dim: int = 32, image_size: int = 32):
-    """A small randomly initialised Wan 2.1 I2V pipeline with the real architecture (tests, CPU trials).
+def build_tiny_wan(seed: int = 0, text_dim: int = 32, image_size: int = 32, version: str = "2.1"):
+    """A small randomly initialised Wan I2V pipeline with the real architecture (tests, CPU trials).
 
     Transformer: 2 blocks of 2 heads x 12, patches 1x2x2, CLIP image tokens; VAE: Wan's 3-D causal VAE
     (8x space, 4x time) at base width 3; umT5 encoder of 2 layers; a word-level tokenizer built here (no
     download); UniPC flow-matching scheduler with the 480P shift 3. ~0.1 M parameters.
+    `version` "2.2": Wan 2.2 I2V's layout instead: no CLIP image encoder, two transformers (high-noise
+    `transformer`, low-noise `transformer_2`) switched at boundary_ratio 0.9.
     """
+    if version not in ("2.1", "2.2"):
+        raise InputError("--wan-version", f"must be 2.1 or 2.2, got {version!r}")
+    two = version == "2.2"
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
@@ -252,25 +257,30 @@ def build_tiny_wan(seed: int = 0, text_dim: int = 32, image_size: int = 32):
                                                      image_size=image_size, patch_size=8, intermediate_size=32))
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
-    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                                        in_channels=36, out_channels=16, text_dim=text_dim, freq_dim=256, ffn_dim=32,
-                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                        rope_max_seq_len=32, image_dim=16, added_kv_proj_dim=24)
+    def transformer():
+        return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                     in_channels=36, out_channels=16, text_dim=text_dim, freq_dim=256, ffn_dim=32,
+                                     num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                     rope_max_seq_len=32, image_dim=None if two else 16,
+                                     added_kv_proj_dim=None if two else 24)
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
                                         num_train_timesteps=1000)
+    if two:
+        return WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                                       transformer=transformer(), transformer_2=transformer(), boundary_ratio=0.9)
     return WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
                                    image_processor=CLIPImageProcessor(crop_size=image_size, size=image_size),
-                                   image_encoder=image_encoder, transformer=transformer)
+                                   image_encoder=image_encoder, transformer=transformer())
 
 
-def init_tiny_wan(folder: str | os.PathLike, seed: int = 0, size: int = 32, frames: int = 9) -> Path:
+def init_tiny_wan(folder: str | os.PathLike, seed: int = 0, size: int = 32, frames: int = 9, version: str = "2.1") -> Path:
     """Write a tiny random Wan I2V folder (save_pretrained, safetensors) with its native frames and size."""
     if (frames - 1) % 4:
         raise InputError("--frames", f"Wan videos have 4k + 1 frames (5, 9, 13, ...), got {frames}")
     if size % 16 or size < 16:
         raise InputError("--size", f"Wan needs a multiple of 16 pixels, got {size}")
     out = Path(folder)
-    build_tiny_wan(seed=seed).save_pretrained(out, safe_serialization=True)
+    build_tiny_wan(seed=seed, version=version).save_pretrained(out, safe_serialization=True)
     (out / DEFAULTS_FILE).write_text(json.dumps({"num_frames": frames, "height": size, "width": size}) + "\n")
     return out
 
