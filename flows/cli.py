@@ -101,11 +101,14 @@ def invert(
     frames: Optional[int] = typer.Option(None, help="F: frames taken from the reference (default: the model's)."),
     lr: float = typer.Option(InversionConfig.lr, help="AdamW learning rate."),
     seed: int = typer.Option(0, help="Seed of every random draw of the inversion."),
+    caption: Optional[str] = typer.Option(None, help="Wan only: the text the embedding starts from (default: the "
+                                                     "empty prompt)."),
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda if present, else cpu)."),
     dtype: Optional[str] = typer.Option(None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 on cpu)."),
 ) -> None:
     """Optimise a motion embedding on ONE reference video (motion-textual inversion)."""
     with local_input(reference) as local:  # a missing input fails before the heavy imports and the model load
+        from mtcore.errors import InputError
         from mtcore.io.fileio import sha256_file
         from mtcore.io.storage import writing_to
         from mtcore.method.config import InversionConfig, validate_config
@@ -117,10 +120,12 @@ def invert(
         config = InversionConfig(steps=steps, tokens_per_frame=tokens_per_frame, num_frames=frames, lr=lr, seed=seed)
         validate_config(config, "mt invert")
         svd = load_model(model, revision=revision, device=device, dtype=dtype)
+        if caption is not None and svd.family == "svd":
+            raise InputError("--caption", "SVD embeddings start from the reference's frames; a caption is for Wan models")
         video = read_reference(svd, local, config)
         bar, advance = progress_bar("inversion", steps)
         with bar:
-            embedding, stats = run_inversion(svd, video, config, sha256_file(local), progress=advance)
+            embedding, stats = run_inversion(svd, video, config, sha256_file(local), progress=advance, caption=caption)
     with writing_to(out) as tmp:
         save_embedding(embedding, tmp)
     typer.echo(

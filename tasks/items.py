@@ -51,6 +51,8 @@ class InversionJob:
     """The model it is inverted on."""
     where: str = ""
     """The manifest entry and field it comes from ("demo.yaml: references[2].path"), for errors."""
+    caption: str | None = None
+    """Wan: the reference's `caption` label, the text the embedding starts from (in its key); None otherwise."""
 
     size = 1  # items of work it counts for in a worker's tally
 

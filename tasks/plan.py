@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from mtcore.errors import InputError
 from mtcore.data.catalog import metric_key_array, ok_key_array, store_folder, store_relpath
+from mtcore.method.family import CAPTION_LABEL, SVD, family_of_identity
 from mtcore.method.identity import DEFAULT_MODEL, model_identity
 from mtcore.data.keys import TransferKeys, embedding_key
 from mtcore.data.labels import Retry
@@ -228,9 +229,10 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
             for ref in manifest.references:
                 sha = ref_sha[ref.id]
                 digest = sha if isinstance(sha, str) else ""
-                key = embedding_key(_content_or_path(sha, ref), model.model_id, inversion)
+                caption = _caption(model, ref)
+                key = embedding_key(_content_or_path(sha, ref), model.model_id, inversion, caption=caption)
                 job = InversionJob(key, ref.id, str(ref.path), digest, store_relpath("embeddings", key), inversion, model,
-                                   f"{manifest.file_name}: references[{ref.index}].path")
+                                   f"{manifest.file_name}: references[{ref.index}].path", caption)
                 jobs.append(job)
                 if isinstance(sha, Exception):
                     plan.failed_inversions.append((job, f"{job.where}: {sha}"))
@@ -257,6 +259,14 @@ def plan_run(manifest: Manifest, out: str, metrics_version: str | None = None) -
     _split_transfers(plan, every, out, np.array([isinstance(tgt_sha[t.id], Exception) for t in manifest.targets]),
                      tgt_sha, measured, duplicates)
     return plan
+
+
+def _caption(model: PlannedModel, ref: Item) -> str | None:
+    """The text a Wan embedding of `ref` starts from: its `caption` label (None: the empty prompt, and SVD)."""
+    if family_of_identity(model.model_id) == SVD:
+        return None
+    value = dict(ref.labels).get(CAPTION_LABEL)
+    return None if value is None else str(value)
 
 
 def _check_inversions(plan: Plan, out: str) -> None:

@@ -74,7 +74,8 @@ def run_inversions(model: MotionModel, jobs: list[InversionJob], out: str, worke
     order = sorted(frames)
     try:
         if order:
-            results = invert_fitting(model, [frames[i] for i in order], config, [jobs[i].reference_sha256 for i in order])
+            results = invert_fitting(model, [frames[i] for i in order], config, [jobs[i].reference_sha256 for i in order],
+                                     captions=[jobs[i].caption or "" for i in order])
             for i, (embedding, _) in zip(order, results):
                 with storage(str(out)).writing(jobs[i].path) as tmp:
                     save_embedding(embedding, tmp)

@@ -205,3 +205,31 @@ def test_mt_run_on_a_wan_folder_in_a_sweep_with_svd(prefect_harness, wan_dir, ti
     second = bulk_run(str(manifest), out=str(out))
     assert (second.inversions_computed, second.transfers_computed) == (0, 0)
     assert (second.inversions_cached, second.transfers_cached) == (2, 4)
+
+
+def test_a_reference_caption_starts_a_wan_embedding_and_is_in_its_key(wan, wan_dir, tiny_model_dir, media, tmp_path):
+    """A reference's `caption` label is the text a Wan embedding starts from, so it is in the embedding's key;
+    SVD embeddings ignore it (their keys do not change), and a reference without one starts from ""."""
+    import yaml
+
+    from mtcore.data.manifest import load_manifest
+    from mtcore.method.wan_inversion import initial_tokens
+    from tasks.plan import plan_run
+
+    def keys(caption):
+        labels = {"labels": {"caption": caption}} if caption else {}
+        doc = {"models": [str(wan_dir), str(tiny_model_dir)], "allow_outside": True, "seeds": [0],
+               "references": [{"id": "r", "path": str(media / "right.mp4"), **labels}],
+               "targets": [{"id": "t", "path": str(media / "cat.png")}]}
+        (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+        plan = plan_run(load_manifest(tmp_path / "m.yaml"), str(tmp_path / "out"))
+        return {job.model.model_id.split(":")[0]: (job.key, job.caption) for job in plan.inversions_todo}
+
+    plain, walking, running = keys(None), keys("a person walks"), keys("a person runs")
+    assert plain["wan-i2v"][1] is None and walking["wan-i2v"][1] == "a person walks"
+    assert len({plain["wan-i2v"][0], walking["wan-i2v"][0], running["wan-i2v"][0]}) == 3
+    assert plain["local"] == walking["local"] == running["local"]  # SVD: no caption, the same key
+    config = InversionConfig(tokens_per_frame=4, init_noise=0.0)
+    start = initial_tokens(wan.prompt_tokens("a person walks"), 4, config, torch.Generator())
+    empty = initial_tokens(wan.prompt_tokens(""), 4, config, torch.Generator())
+    assert start.shape == (4, 4, 32) and not torch.equal(start, empty) and torch.equal(start[0], start[3])

@@ -31,11 +31,14 @@ def embedding_key(
     model_id: str,
     inversion_config: InversionConfig,
     code_version: str = CODE_VERSION,
+    caption: str | None = None,
 ) -> str:
     """Key of the motion embedding inverted from one reference video.
 
     `model_id` is the model identity ("hub:<id>@<rev>" or "local:<sha256>", see mtcore.method.models).
-    The inversion config includes its `seed`, so another seed is another embedding.
+    The inversion config includes its `seed`, so another seed is another embedding. `caption`: the text a
+    Wan embedding starts from (the reference's `caption` label); in the document only when given, so the
+    keys of every embedding without one (all of SVD's) are unchanged.
     """
     _require(inversion_config, InversionConfig, "inversion_config")
     return _digest(
@@ -45,6 +48,7 @@ def embedding_key(
             "model_id": model_id,
             "inversion": config_to_dict(inversion_config),
             "code_version": code_version,
+            **({"caption": caption} if caption is not None else {}),
         }
     )
 

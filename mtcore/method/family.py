@@ -54,6 +54,19 @@ def identity_prefix(family: str) -> str:
     return "" if family == SVD else f"{family}:"
 
 
+def family_of_identity(model_id: str) -> str:
+    """The family a model identity names (its prefix); SVD for an identity without one (SVD's, and hub ids,
+    whose family is known only once the model is fetched)."""
+    for family in FAMILIES.values():
+        if family != SVD and model_id.startswith(identity_prefix(family)):
+            return family
+    return SVD
+
+
+CAPTION_LABEL = "caption"
+"""The reference label a Wan embedding starts from (the encoded text, in place of the empty prompt)."""
+
+
 ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
 StepFn = Callable[[int, int], None]  # (step done, total steps)
 
@@ -91,9 +104,9 @@ class MotionModel(Protocol):
         """G: token groups of an embedding for F video frames (SVD: F + 1; Wan: latent frames + 1)."""
 
     def invert_batch(self, references: list, config, reference_sha256s: list[str] | None, progress: ProgressFn | None,
-                     eval_draws: int, observe: Callable | None) -> list:
+                     eval_draws: int, observe: Callable | None, captions: list[str] | None = None) -> list:
         """Motion-textual inversion of k references (frames (F, 3, H, W) in [-1, 1]) with the family's own loss:
-        [(MotionEmbedding, InversionStats)]."""
+        [(MotionEmbedding, InversionStats)]. `captions`: texts the embeddings start from (Wan; SVD has none)."""
 
     def sample(self, images: list, embedding, config, seeds: list[int], progress: StepFn | None,
                guidance_passes: int) -> Any:
@@ -106,4 +119,5 @@ class MotionModel(Protocol):
         """The denoisers whose activations an inversion step keeps (memory levers act on these)."""
 
 
-__all__ = ["SVD", "WAN_I2V", "FAMILIES", "MotionModel", "family_of_class", "family_of_folder", "identity_prefix"]
+__all__ = ["SVD", "WAN_I2V", "FAMILIES", "CAPTION_LABEL", "MotionModel", "family_of_class", "family_of_folder",
+           "family_of_identity", "identity_prefix"]

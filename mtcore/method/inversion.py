@@ -164,6 +164,7 @@ def invert(
     reference_sha256: str = "",
     progress: ProgressFn | None = None,
     eval_draws: int = 4,
+    caption: str | None = None,
 ) -> tuple[MotionEmbedding, InversionStats]:
     """Optimise a (F + 1) x N motion embedding on reference `frames` (F, 3, H, W) in [-1, 1].
 
@@ -172,7 +173,8 @@ def invert(
     a CPU generator seeded with `config.seed`, so a run is deterministic for a seed on a given device.
     (`invert_batch` with one reference.)
     """
-    return invert_batch(model, [frames], config, [reference_sha256], progress, eval_draws)[0]
+    return invert_batch(model, [frames], config, [reference_sha256], progress, eval_draws,
+                        captions=None if caption is None else [caption])[0]
 
 
 def invert_batch(
@@ -183,8 +185,11 @@ def invert_batch(
     progress: ProgressFn | None = None,
     eval_draws: int = 4,
     observe: Callable[[int, torch.Tensor], None] | None = None,
+    captions: list[str] | None = None,
 ) -> list[tuple[MotionEmbedding, InversionStats]]:
     """Invert k references at once: one UNet forward/backward per step for all of them.
+
+    `captions` (Wan only): the texts the embeddings start from; SVD starts from the reference's frames.
 
     Each reference keeps its own embedding, its own generator (seeded with `config.seed`, as alone)
     and so its own draws; the k losses are summed, and since nothing in the UNet mixes batch items,
@@ -201,7 +206,7 @@ def invert_batch(
             raise InputError("reference frames", f"shape {tuple(frames.shape)}, but the inversion config asks for "
                                                  f"(F, 3, H, W) = {expected}; read them with read_reference()")
     if model.family != SVD:  # the family's own loss and conditioning, the same optimisation (optimise)
-        return model.invert_batch(references, config, reference_sha256s, progress, eval_draws, observe)
+        return model.invert_batch(references, config, reference_sha256s, progress, eval_draws, observe, captions)
     t0 = time.perf_counter()
     k, num_frames, n = len(references), expected[0], config.tokens_per_frame
     gens = [torch.Generator().manual_seed(config.seed) for _ in references]
@@ -258,6 +263,7 @@ def invert_fitting(
     config: InversionConfig = InversionConfig(),
     reference_sha256s: list[str] | None = None,
     free_bytes: float | None = None,
+    captions: list[str] | None = None,
 ) -> list[tuple[MotionEmbedding, InversionStats]]:
     """`invert_batch` over as many references at a time as the device holds; same results, in order.
 
@@ -283,7 +289,8 @@ def invert_fitting(
     while len(results) < len(references):
         start = len(results)
         try:
-            results += invert_batch(model, references[start:start + size], config, shas[start:start + size])
+            results += invert_batch(model, references[start:start + size], config, shas[start:start + size],
+                                    captions=captions[start:start + size] if captions else None)
         except torch.OutOfMemoryError:
             if size == 1:
                 raise

@@ -79,9 +79,12 @@ class SVDModel:
     def invertible_modules(self) -> list:
         return [self.unet]
 
-    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None):
+    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None,
+                     captions=None):
         from mtcore.method.inversion import invert_batch  # SVD's loss lives there (EDM, v-prediction)
 
+        if captions and any(captions):
+            raise ValueError("SVD embeddings start from the reference's frames, not from a caption")
         return invert_batch(self, references, config, reference_sha256s, progress, eval_draws, observe)
 
     def sample(self, images, embedding, config, seeds, progress=None, guidance_passes=1):

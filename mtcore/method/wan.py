@@ -191,10 +191,11 @@ class WanModel:
         return transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=text.to(self.dtype),
                            encoder_hidden_states_image=image, return_dict=False)[0]
 
-    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None):
+    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None,
+                     captions=None):
         from mtcore.method.wan_inversion import invert_batch
 
-        return invert_batch(self, references, config, reference_sha256s, progress, eval_draws, observe)
+        return invert_batch(self, references, config, reference_sha256s, progress, eval_draws, observe, captions)
 
     def sample(self, images, embedding, config, seeds, progress=None, guidance_passes=1):
         from mtcore.method.wan_sampling import sample
