@@ -129,7 +129,7 @@ def invert(
     with writing_to(out) as tmp:
         save_embedding(embedding, tmp)
     typer.echo(
-        f"wrote {out}: {embedding.num_frames + 1}x{embedding.tokens_per_frame} tokens of width {embedding.token_dim}; "
+        f"wrote {out}: {embedding.groups}x{embedding.tokens_per_frame} tokens of width {embedding.token_dim}; "
         f"denoising loss {stats.loss_before:.4f} -> {stats.loss_after:.4f} in {stats.seconds:.1f} s"
     )
 
