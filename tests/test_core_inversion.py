@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from mtcore.method.config import InversionConfig
-from mtcore.method.inversion import denoising_loss, fixed_draws, invert
+from mtcore.method.inversion import invert
+from mtcore.method.svd_loss import denoising_loss, fixed_draws
 from mtcore.io.videoio import read_video
 
 CFG = InversionConfig(steps=40, tokens_per_frame=2, lr=5e-2, warmup_steps=5, p_mean=0.5, p_std=1.0, seed=3)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mtcore.method.conditioning import first_frame_latent, time_ids, video_latents
-from mtcore.method.inversion import edm_denoise
+from mtcore.method.svd_loss import edm_denoise
 
 F, N = 8, 2
 

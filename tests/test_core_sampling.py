@@ -8,7 +8,7 @@ import torch
 from mtcore.method.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
 from mtcore.method.config import TransferConfig
 from mtcore.method.embedding import MotionEmbedding
-from mtcore.method.inversion import edm_denoise
+from mtcore.method.svd_loss import edm_denoise
 from mtcore.method.sampling import transfer
 
 

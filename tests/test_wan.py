@@ -127,12 +127,20 @@ def test_inversion_lowers_the_flow_matching_loss_and_touches_only_the_embedding(
     emb, stats = invert(wan, frames, config, reference_sha256="ab" * 32)
     assert stats.loss_after < stats.loss_before
     assert emb.tokens.shape == (4, 3, 32) and emb.num_frames == 9 and emb.family == "wan-i2v"
-    assert not any(p.requires_grad for p in wan.pipe.transformer.parameters())
+    assert not any(p.requires_grad or p.grad is not None for p in wan.pipe.transformer.parameters())
     assert all(torch.equal(before[k], v) for k, v in wan.transformer.state_dict().items())
     # a batch gives each reference the embedding it gets alone
     other = frames.flip(0)
     pair = invert_batch(wan, [other, frames], config, ["cd" * 32, "ab" * 32])
     assert torch.allclose(pair[1][0].tokens, emb.tokens, atol=1e-5)
+    # batches sized from free memory by Wan's own transformer counted on the meta device: room for one at a time
+    from mtcore.method.gpuplan import references_that_fit
+    from mtcore.method.inversion import invert_fitting
+
+    assert references_that_fit(wan.transformer, 9, 32, 32, 3, False, 4, free_bytes=1.0) == 1
+    assert references_that_fit(wan.transformer, 9, 32, 32, 3, False, 4, free_bytes=1e12) > 2
+    one_by_one = invert_fitting(wan, [other, frames], config, ["cd" * 32, "ab" * 32], free_bytes=1.0)
+    assert torch.allclose(one_by_one[1][0].tokens, emb.tokens, atol=1e-5)
 
 
 def test_frame_counts_off_the_4k_plus_1_grid_are_refused(wan):

@@ -103,10 +103,24 @@ class MotionModel(Protocol):
     def embedding_groups(self, num_frames: int) -> int:
         """G: token groups of an embedding for F video frames (SVD: F + 1; Wan: latent frames + 1)."""
 
-    def invert_batch(self, references: list, config, reference_sha256s: list[str] | None, progress: ProgressFn | None,
-                     eval_draws: int, observe: Callable | None, captions: list[str] | None = None) -> list:
-        """Motion-textual inversion of k references (frames (F, 3, H, W) in [-1, 1]) with the family's own loss:
-        [(MotionEmbedding, InversionStats)]. `captions`: texts the embeddings start from (Wan; SVD has none)."""
+    def route(self, groups: int, tokens_per_group: int) -> Any:
+        """A context in which denoiser calls read G x N-token embeddings as motion embeddings (the routing)."""
+
+    def encode_reference(self, frames: Any, config, generator: Any, caption: str | None = None) -> Any:
+        """A reference's frozen inputs (frames (F, 3, H, W) in [-1, 1]) and its starting tokens `.tokens`
+        (G, N, D), the init noise drawn from `generator`; `caption`: the text it starts from (Wan)."""
+
+    def draw(self, reference: Any, batch: int, config, generator: Any) -> Any:
+        """One inversion step's noise for one reference (noise levels and noise), from its generator."""
+
+    def errors(self, references: list, draws: list, tokens: Any, config, autocast: Any) -> Any:
+        """(k*b,) the family's training loss at the drawn noise levels: reference i's b draws, tokens (k*b, G, N, D)."""
+
+    def eval_draws(self, reference: Any, count: int, config) -> list:
+        """Fixed draws from seed + 1: the yardstick of the loss before and after."""
+
+    def eval_loss(self, reference: Any, tokens: Any, draws: list, config) -> float:
+        """The loss of tokens (G, N, D) over fixed draws."""
 
     def sample(self, images: list, embedding, config, seeds: list[int], progress: StepFn | None,
                guidance_passes: int) -> Any:

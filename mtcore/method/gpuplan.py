@@ -77,7 +77,13 @@ def meta_unet(unet_class: type | None = None, config: dict | None = None) -> tor
         from diffusers import UNetSpatioTemporalConditionModel as unet_class
     with torch.device("meta"):
         unet = unet_class.from_config(config) if config is not None else unet_class()
-    return unet.to("meta").requires_grad_(False)
+    unet = unet.to("meta").requires_grad_(False)
+    if hasattr(unet.config, "text_dim"):  # a Wan transformer: counted routed, with Wan 2.1's CLIP tokens if it takes them
+        from mtcore.method.wan_routing import WanMotionRouting
+
+        unet._motion_routing = WanMotionRouting.install(unet)
+        unet._wan_spec = WanSpec(dict(unet.config), image_tokens=257 if unet.config.image_dim else 0)
+    return unet
 
 
 @lru_cache(maxsize=1)

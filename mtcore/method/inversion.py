@@ -1,12 +1,9 @@
 """Motion-textual inversion: optimise only the motion embedding on one reference video.
 
-Objective = SVD's training loss (EDM preconditioning with v-prediction):
-  x = x0 + sigma * n,  ln(sigma) ~ N(p_mean, p_std^2)
-  D(x) = c_skip * x + c_out * UNet(c_in * x ++ cond_latent, c_noise, m)
-  loss = (1 + sigma^2) / sigma^2 * mean((D(x) - x0)^2)
-with c_in = 1/sqrt(s^2+1), c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1), c_noise = ln(s)/4, and the
-conditioning (first) frame noise-augmented with ln(sigma_cond) ~ N(cond_p_mean, cond_p_std^2).
-Constants are in `mtcore.method.config.InversionConfig`.
+The loop every model family shares: each reference's frozen inputs and starting tokens come from the
+family (`MotionModel.encode_reference`), each step's noise from its own generator (`draw`), the loss from
+the family's own objective (`errors`: SVD's EDM loss in `mtcore.method.svd_loss`, Wan's flow matching in
+`mtcore.method.wan_inversion`), and AdamW with warm-up optimises the stacked embeddings (`optimise`).
 """
 
 from __future__ import annotations
@@ -19,16 +16,13 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from mtcore.method.conditioning import clip_embed, first_frame_latent, time_ids, video_latents
-from mtcore.method.config import InversionConfig, config_to_dict, validate_config
-from mtcore.method.embedding import MotionEmbedding, initial_tokens
-from mtcore.method.family import SVD
 from mtcore.errors import InputError
-from mtcore.io.frames import signed_to_pil
 from mtcore.io.videoio import read_video
+from mtcore.method.config import InversionConfig, config_to_dict, validate_config
+from mtcore.method.embedding import MotionEmbedding
 
-if TYPE_CHECKING:  # annotations only: models imports this module's functions lazily
-    from mtcore.method.models import SVDModel
+if TYPE_CHECKING:  # annotations only
+    from mtcore.method.family import MotionModel
 
 ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
 
@@ -40,62 +34,6 @@ class InversionStats:
     loss_before: float
     loss_after: float
     seconds: float
-
-
-def edm_denoise(
-    model: SVDModel,
-    noisy: torch.Tensor,
-    sigma: torch.Tensor,
-    cond_latent: torch.Tensor,
-    hidden_states: torch.Tensor,
-    added_time_ids: torch.Tensor,
-) -> torch.Tensor:
-    """D(x; sigma): denoised (B, F, C, h, w) latents. sigma: (B,); cond_latent: (B, C, h, w)."""
-    s = sigma.view(-1, 1, 1, 1, 1).to(noisy.dtype)
-    c_in, c_skip, c_out = 1 / (s**2 + 1).sqrt(), 1 / (s**2 + 1), -s / (s**2 + 1).sqrt()
-    frames = noisy.shape[1]
-    cond = cond_latent[:, None].expand(-1, frames, -1, -1, -1)  # first frame repeated over frames
-    unet_in = torch.cat([c_in * noisy, cond.to(noisy.dtype)], dim=2).to(model.dtype)
-    out = model.unet(
-        unet_in,
-        (0.25 * sigma.log()).to(model.dtype),
-        encoder_hidden_states=hidden_states.to(model.dtype),
-        added_time_ids=added_time_ids,
-        return_dict=False,
-    )[0]
-    return c_skip * noisy + c_out * out.float()
-
-
-def weighted_loss(denoised: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of (1 + s^2)/s^2 * mean squared error."""
-    per_item = ((denoised - x0) ** 2).flatten(1).mean(1)
-    return ((1 + sigma**2) / sigma**2 * per_item).mean()
-
-
-def fixed_draws(shape: tuple[int, ...], count: int, seed: int, p_mean: float, p_std: float):
-    """`count` (sigma (1,), noise shape) pairs from a seed: a fixed yardstick for the loss."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        sigma = (p_mean + p_std * torch.randn(1, generator=g)).exp()
-        out.append((sigma, torch.randn(shape, generator=g)))
-    return out
-
-
-@torch.no_grad()
-def denoising_loss(model: SVDModel, frames: torch.Tensor, tokens: torch.Tensor, draws, config: InversionConfig) -> float:
-    """Mean weighted loss of embedding `tokens` (F+1, N, D) over fixed draws, no augmentation."""
-    x0 = video_latents(model, frames).float()
-    cond = first_frame_latent(model, frames[:1])
-    ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, 1)
-    hidden = tokens.reshape(1, -1, tokens.shape[-1]).to(model.device)
-    total = 0.0
-    with model.routing.route(tokens.shape[0] - 1, tokens.shape[1]):
-        for sigma, noise in draws:
-            sigma, noise = sigma.to(model.device), noise.to(model.device)
-            d = edm_denoise(model, x0 + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
-            total += weighted_loss(d, x0, sigma).item()
-    return total / len(draws)
 
 
 def _warmup(step: int, warmup: int) -> float:
@@ -148,7 +86,7 @@ def optimise(
             module.disable_gradient_checkpointing()
 
 
-def read_reference(model: SVDModel, path, config: InversionConfig = InversionConfig()) -> torch.Tensor:
+def read_reference(model: MotionModel, path, config: InversionConfig = InversionConfig()) -> torch.Tensor:
     """The reference video's frames as `invert` takes them with this config: (F, 3, H, W) in [-1, 1].
 
     Frame count, size and frame sampling come from the config, unset ones from the model.
@@ -158,7 +96,7 @@ def read_reference(model: SVDModel, path, config: InversionConfig = InversionCon
 
 
 def invert(
-    model: SVDModel,
+    model: MotionModel,
     frames: torch.Tensor,
     config: InversionConfig = InversionConfig(),
     reference_sha256: str = "",
@@ -178,7 +116,7 @@ def invert(
 
 
 def invert_batch(
-    model: SVDModel,
+    model: MotionModel,
     references: list[torch.Tensor],
     config: InversionConfig = InversionConfig(),
     reference_sha256s: list[str] | None = None,
@@ -187,7 +125,7 @@ def invert_batch(
     observe: Callable[[int, torch.Tensor], None] | None = None,
     captions: list[str] | None = None,
 ) -> list[tuple[MotionEmbedding, InversionStats]]:
-    """Invert k references at once: one UNet forward/backward per step for all of them.
+    """Invert k references at once: one denoiser forward/backward per step for all of them.
 
     `captions` (Wan only): the texts the embeddings start from; SVD starts from the reference's frames.
 
@@ -205,60 +143,44 @@ def invert_batch(
         if tuple(frames.shape) != expected:
             raise InputError("reference frames", f"shape {tuple(frames.shape)}, but the inversion config asks for "
                                                  f"(F, 3, H, W) = {expected}; read them with read_reference()")
-    if model.family != SVD:  # the family's own loss and conditioning, the same optimisation (optimise)
-        return model.invert_batch(references, config, reference_sha256s, progress, eval_draws, observe, captions)
     t0 = time.perf_counter()
-    k, num_frames, n = len(references), expected[0], config.tokens_per_frame
+    k, b, n = len(references), config.batch_size, config.tokens_per_frame
+    groups = model.embedding_groups(full.num_frames)
     gens = [torch.Generator().manual_seed(config.seed) for _ in references]
 
-    # Frozen inputs, computed once per reference: x0 latents (1, F, C, h, w), CLIP frame embeddings (F, D).
-    x0s = [video_latents(model, frames).float() for frames in references]
-    tokens = [initial_tokens(clip_embed(model, signed_to_pil(frames)).float(), n, config.init, config.init_noise, gen)
-              for frames, gen in zip(references, gens)]  # k x (F+1, N, D)
-    param = torch.nn.Parameter(torch.stack(tokens).to(model.device, torch.float32))  # (k, F+1, N, D)
+    # Frozen inputs and starting tokens, once per reference (the init noise from its own generator).
+    refs = [model.encode_reference(frames, config, gen, caption)
+            for frames, gen, caption in zip(references, gens, captions or [None] * k)]
+    param = torch.nn.Parameter(torch.stack([r.tokens for r in refs]).to(model.device, torch.float32))  # (k, G, N, D)
 
-    draws = fixed_draws(tuple(x0s[0].shape), eval_draws, config.seed + 1, config.p_mean, config.p_std)
-    losses_before = [denoising_loss(model, frames, param[i].detach(), draws, config) for i, frames in enumerate(references)]
-
-    b = config.batch_size
-    ids = time_ids(model, config.fps, config.motion_bucket_id, config.noise_aug_strength, k * b)
-    x0_b = torch.cat([x0.expand(b, -1, -1, -1, -1) for x0 in x0s])  # (k*b, F, C, h, w)
-    first = torch.cat([frames[:1].expand(b, -1, -1, -1) for frames in references])  # (k*b, 3, H, W)
+    draws = model.eval_draws(refs[0], eval_draws, config)  # a fixed yardstick, the same for every reference
+    losses_before = [model.eval_loss(ref, param[i].detach(), draws, config) for i, ref in enumerate(refs)]
 
     def step_losses(step: int) -> list[torch.Tensor]:
         # each reference's draws from its own generator, in the order a lone inversion draws them
-        sigma, noise, cond_sigma, cond_noise = [], [], [], []
-        for gen in gens:
-            sigma.append((config.p_mean + config.p_std * torch.randn(b, generator=gen)).exp())
-            noise.append(torch.randn((b, *x0_b.shape[1:]), generator=gen))
-            cond_sigma.append((config.cond_p_mean + config.cond_p_std * torch.randn(b, generator=gen)).exp())
-            cond_noise.append(torch.randn((b, *first.shape[1:]), generator=gen))
-        sigma, noise = torch.cat(sigma).to(model.device), torch.cat(noise).to(model.device)
-        cond_sigma, cond_noise = torch.cat(cond_sigma), torch.cat(cond_noise)
-        cond = first_frame_latent(model, first + cond_sigma.view(-1, 1, 1, 1) * cond_noise)
-        hidden = param.reshape(k, 1, -1, param.shape[-1]).expand(k, b, -1, -1).reshape(k * b, -1, param.shape[-1])
-        with autocast(model, config):
-            d = edm_denoise(model, x0_b + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, cond, hidden, ids)
-        return [weighted_loss(d[i * b:(i + 1) * b].float(), x0_b[i * b:(i + 1) * b], sigma[i * b:(i + 1) * b])
-                for i in range(k)]
+        noise = [model.draw(ref, b, config, gen) for ref, gen in zip(refs, gens)]
+        tokens = param[:, None].expand(k, b, -1, -1, -1).flatten(0, 1)  # (k*b, G, N, D)
+        per_item = model.errors(refs, noise, tokens, config, autocast(model, config))  # (k*b,)
+        return [per_item[i * b:(i + 1) * b].mean() for i in range(k)]
 
-    with model.routing.route(num_frames, n):
-        optimise(param, config, step_losses, [model.unet], progress, observe)
+    with model.route(groups, n):
+        optimise(param, config, step_losses, model.invertible_modules(), progress, observe)
 
     seconds = time.perf_counter() - t0
     shas = reference_sha256s or [""] * k
     results = []
-    for i, frames in enumerate(references):
+    for i, ref in enumerate(refs):
         final = param[i].detach().float().cpu()
         emb = MotionEmbedding(tokens=final, model_id=model.model_id, reference_sha256=shas[i],
-                              inversion_config=config_to_dict(config))
-        stats = InversionStats(losses_before[i], denoising_loss(model, frames, final, draws, config), seconds / k)
+                              inversion_config=config_to_dict(config), family=model.family,
+                              video_frames=full.num_frames)
+        stats = InversionStats(losses_before[i], model.eval_loss(ref, final, draws, config), seconds / k)
         results.append((emb, stats))
     return results
 
 
 def invert_fitting(
-    model: SVDModel,
+    model: MotionModel,
     references: list[torch.Tensor],
     config: InversionConfig = InversionConfig(),
     reference_sha256s: list[str] | None = None,
@@ -267,8 +189,8 @@ def invert_fitting(
 ) -> list[tuple[MotionEmbedding, InversionStats]]:
     """`invert_batch` over as many references at a time as the device holds; same results, in order.
 
-    On a CUDA device the batch is sized from its free memory and the model's own UNet counted on the
-    meta device (mtcore.method.gpuplan.references_that_fit), and halved again if a step still runs out of
+    On a CUDA device the batch is sized from its free memory and the model's own denoiser (SVD's UNet,
+    Wan's transformer) counted on the meta device (mtcore.method.gpuplan.references_that_fit), and halved again if a step still runs out of
     memory; on a CPU (or with no size known) every reference goes in one batch. `free_bytes` overrides
     the device's figure. A batch gives each reference the embedding it would get alone, so how the
     references are cut into batches changes no result.
@@ -277,12 +199,12 @@ def invert_fitting(
     size = len(references)
     if free_bytes is None and model.device.type == "cuda":
         free_bytes = torch.cuda.mem_get_info(model.device)[0]
-    if free_bytes is not None and references and model.family == SVD:  # counted for SVD's UNet; others halve on OOM
+    if free_bytes is not None and references:
         from mtcore.method.gpuplan import references_that_fit
 
         full = model.resolve(config)
         half = config.autocast_bf16 or model.dtype in (torch.float16, torch.bfloat16)
-        size = min(size, references_that_fit(model.unet, full.num_frames, full.height, full.width,
+        size = min(size, references_that_fit(model.invertible_modules()[0], full.num_frames, full.height, full.width,
                                              config.tokens_per_frame, config.gradient_checkpointing,
                                              2 if half else 4, free_bytes))
     results: list[tuple[MotionEmbedding, InversionStats]] = []

@@ -79,13 +79,37 @@ class SVDModel:
     def invertible_modules(self) -> list:
         return [self.unet]
 
-    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None,
-                     captions=None):
-        from mtcore.method.inversion import invert_batch  # SVD's loss lives there (EDM, v-prediction)
+    def route(self, groups: int, tokens_per_group: int):
+        """UNet calls inside this block read (F + 1) x N-token embeddings as motion embeddings."""
+        return self.routing.route(groups - 1, tokens_per_group)
 
-        if captions and any(captions):
+    # SVD's loss (EDM, v-prediction) and its inputs: mtcore.method.svd_loss
+    def encode_reference(self, frames, config, generator, caption=None):
+        from mtcore.method import svd_loss
+
+        if caption:
             raise ValueError("SVD embeddings start from the reference's frames, not from a caption")
-        return invert_batch(self, references, config, reference_sha256s, progress, eval_draws, observe)
+        return svd_loss.encode_reference(self, frames, config, generator)
+
+    def draw(self, reference, batch, config, generator):
+        from mtcore.method import svd_loss
+
+        return svd_loss.draw(reference, batch, config, generator)
+
+    def errors(self, references, draws, tokens, config, autocast):
+        from mtcore.method import svd_loss
+
+        return svd_loss.errors(self, references, draws, tokens, config, autocast)
+
+    def eval_draws(self, reference, count, config):
+        from mtcore.method import svd_loss
+
+        return svd_loss.eval_draws(reference, count, config)
+
+    def eval_loss(self, reference, tokens, draws, config) -> float:
+        from mtcore.method import svd_loss
+
+        return svd_loss.eval_loss(self, reference, tokens, draws, config)
 
     def sample(self, images, embedding, config, seeds, progress=None, guidance_passes=1):
         from mtcore.method.sampling import transfer
@@ -107,7 +131,7 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def parse_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """float32 on CPU by default, float16 on CUDA by default; 'bf16'/'fp16'/'fp32' accepted."""
+    """float32 on CPU by default, float16 on CUDA by default (bf16 for Wan: load_model); 'bf16'/'fp16'/'fp32' accepted."""
     if isinstance(name, torch.dtype):
         return name
     if name is None:
@@ -172,6 +196,17 @@ def family_of(src: str, revision: str | None = None) -> str:
     return family_of_class(str(index.get("_class_name", "")), src)
 
 
+def _pretrained(cls, what: str, model, src: str, revision: str | None, dtype: torch.dtype, device: torch.device):
+    """`cls.from_pretrained` in `dtype`, moved to `device`, its progress bars off; a load error in one line."""
+    try:
+        pipe = cls.from_pretrained(src, revision=revision, dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise InputError(model, f"cannot load {what} pipeline ({str(exc).splitlines()[0][:200]})") from None
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def load_model(
     model: str | os.PathLike | None = None,
     revision: str | None = None,
@@ -202,35 +237,26 @@ def load_model(
     if not is_local(model):
         model, _ = locate_model(str(model), Path.cwd())
     dev = pick_device(str(device) if device is not None else None)
-    dt = parse_dtype(dtype, dev)
     model_id = model_identity(model, revision)
     src = str(Path(model).expanduser().resolve()) if is_local(model) else str(model)
     quiet_libraries()
     import_project_components(src)
 
     family = family_of(src, revision)
+    # Wan is trained and released in bf16 (fp16 overflows in its attention); SVD's checkpoints are fp16
+    dt = parse_dtype("bf16" if dtype is None and family == WAN_I2V and dev.type == "cuda" else dtype, dev)
     if family == WAN_I2V:
         from diffusers import WanImageToVideoPipeline
 
         from mtcore.method.wan import wrap
 
-        try:
-            pipe = WanImageToVideoPipeline.from_pretrained(src, revision=revision, dtype=dt)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise InputError(model, f"cannot load a Wan I2V pipeline ({str(exc).splitlines()[0][:200]})") from None
-        pipe.to(dev)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = _pretrained(WanImageToVideoPipeline, "a Wan I2V", model, src, revision, dt, dev)
         wan = wrap(pipe, model_id, dev, dt, src if is_local(src) else None)
         if compile_unet:
             pipe.transformer = torch.compile(pipe.transformer)
         _LOADS += 1
         return wan
-    try:
-        pipe = StableVideoDiffusionPipeline.from_pretrained(src, revision=revision, dtype=dt)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise InputError(model, f"cannot load an SVD pipeline ({str(exc).splitlines()[0][:200]})") from None
-    pipe.to(dev)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _pretrained(StableVideoDiffusionPipeline, "an SVD", model, src, revision, dt, dev)
     for part in (pipe.unet, pipe.vae, pipe.image_encoder):
         part.requires_grad_(False)
         part.eval()

@@ -191,11 +191,35 @@ class WanModel:
         return transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=text.to(self.dtype),
                            encoder_hidden_states_image=image, return_dict=False)[0]
 
-    def invert_batch(self, references, config, reference_sha256s=None, progress=None, eval_draws=4, observe=None,
-                     captions=None):
-        from mtcore.method.wan_inversion import invert_batch
+    def route(self, groups: int, tokens_per_group: int):
+        """Transformer calls inside this block whose text is a (G x N)-token motion embedding are routed."""
+        return self.routing.route(groups, tokens_per_group)
 
-        return invert_batch(self, references, config, reference_sha256s, progress, eval_draws, observe, captions)
+    # Wan's loss (flow matching) and its inputs: mtcore.method.wan_inversion
+    def encode_reference(self, frames, config, generator, caption=None):
+        from mtcore.method import wan_inversion
+
+        return wan_inversion.encode_reference(self, frames, config, generator, caption)
+
+    def draw(self, reference, batch, config, generator):
+        from mtcore.method import wan_inversion
+
+        return wan_inversion.draw(self, reference, batch, generator)
+
+    def errors(self, references, draws, tokens, config, autocast):
+        from mtcore.method import wan_inversion
+
+        return wan_inversion.errors(self, references, draws, tokens, autocast)
+
+    def eval_draws(self, reference, count, config):
+        from mtcore.method import wan_inversion
+
+        return wan_inversion.eval_draws(self, reference, count, config)
+
+    def eval_loss(self, reference, tokens, draws, config) -> float:
+        from mtcore.method import wan_inversion
+
+        return wan_inversion.eval_loss(self, reference, tokens, draws)
 
     def sample(self, images, embedding, config, seeds, progress=None, guidance_passes=1):
         from mtcore.method.wan_sampling import sample

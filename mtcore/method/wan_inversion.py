@@ -1,4 +1,5 @@
-"""Motion-textual inversion on Wan I2V: only the motion embedding is optimised, with Wan's own objective.
+"""Wan I2V's side of inversion: its flow-matching loss, its reference encoding and its noise draws (the
+optimisation around them is the families' shared one, `mtcore.method.inversion`).
 
 Flow matching (rectified flow), as Wan is trained and as diffusers' flow-matching training scripts do it:
   x0 = the reference's normalised VAE latents (1, C, F', h, w),  n ~ N(0, I)
@@ -13,14 +14,13 @@ prompt: its end-of-text token, then the zeros of its padding), plus `init_noise`
 
 from __future__ import annotations
 
-import time
+import contextlib
+from dataclasses import dataclass
 
 import torch
 
 from mtcore.io.frames import signed_to_pil
-from mtcore.method.config import InversionConfig, config_to_dict
-from mtcore.method.embedding import MotionEmbedding
-from mtcore.method.inversion import InversionStats, autocast, optimise
+from mtcore.method.config import InversionConfig
 
 LOGIT_MEAN = 0.0
 LOGIT_STD = 1.0
@@ -51,75 +51,70 @@ def initial_tokens(prompt: torch.Tensor, groups: int, config: InversionConfig, g
     return tokens
 
 
-def flow_loss(model, x0: torch.Tensor, condition: torch.Tensor, image, tokens: torch.Tensor, sigma: torch.Tensor,
-              noise: torch.Tensor) -> torch.Tensor:
-    """Per-item flow-matching loss (B,) of tokens (B, G, N, D) at noise levels sigma (B,) in [0, 1]."""
+@dataclass
+class WanReference:
+    """What Wan's loss needs of one reference video, computed once."""
+
+    x0: torch.Tensor
+    """(1, C, F', h, w) normalised VAE latents: the x0 of the loss."""
+    condition: torch.Tensor
+    """(1, 4 + C, F', h, w) the first frame's mask and latents, as the pipeline builds them."""
+    image: torch.Tensor | None
+    """(1, L, D_img) the first frame's CLIP image tokens (Wan 2.1), or None."""
+    tokens: torch.Tensor
+    """(G, N, D) the embedding's start."""
+
+
+def encode_reference(model, frames: torch.Tensor, config: InversionConfig, generator: torch.Generator,
+                     caption: str | None = None) -> WanReference:
+    """The frozen inputs of one reference (F, 3, H, W) in [-1, 1] and its start (init noise from `generator`)."""
+    groups = model.embedding_groups(frames.shape[0])
+    start = initial_tokens(model.prompt_tokens(caption or ""), groups, config, generator)
+    return WanReference(model.video_latents(frames), model.condition(frames[:1], frames.shape[0]),
+                        model.image_context(signed_to_pil(frames[:1])), start)
+
+
+def draw(model, reference: WanReference, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's noise for one reference: (sigma (b,), noise (b, C, F', h, w)), in that order."""
+    sigma = draw_sigma(batch, shift_of(model), generator)
+    return sigma, torch.randn((batch, *reference.x0.shape[1:]), generator=generator)
+
+
+def flow_errors(model, x0: torch.Tensor, condition: torch.Tensor, image, tokens: torch.Tensor, sigma: torch.Tensor,
+                noise: torch.Tensor, autocast=None) -> torch.Tensor:
+    """(B,) flow-matching loss of each item: tokens (B, G, N, D) at noise levels sigma (B,) in [0, 1]."""
     s = sigma.view(-1, 1, 1, 1, 1).to(x0.dtype)
     noisy = (1 - s) * x0 + s * noise
     scale = model.pipe.scheduler.config.num_train_timesteps
-    pred = model.velocity(noisy, condition, sigma * scale, model.hidden_states(tokens), image)
+    with autocast or contextlib.nullcontext():
+        pred = model.velocity(noisy, condition, sigma * scale, model.hidden_states(tokens), image)
     return ((pred.float() - (noise - x0)) ** 2).flatten(1).mean(1)
 
 
-@torch.no_grad()
-def mean_loss(model, x0, condition, image, tokens: torch.Tensor, draws, groups: int) -> float:
-    """The loss of one embedding (G, N, D) averaged over fixed (sigma, noise) draws: the before/after yardstick."""
-    total = 0.0
-    with model.routing.route(groups, tokens.shape[1]):
-        for sigma, noise in draws:
-            total += flow_loss(model, x0, condition, image, tokens[None].to(model.device), sigma.to(model.device),
-                               noise.to(model.device)).item()
-    return total / len(draws)
+def errors(model, references: list[WanReference], draws: list[tuple], tokens: torch.Tensor, autocast) -> torch.Tensor:
+    """(k*b,) loss of each item: reference i's b draws against its tokens (rows i*b..), tokens (k*b, G, N, D)."""
+    b = len(draws[0][0])
+    sigma = torch.cat([d[0] for d in draws]).to(model.device)
+    noise = torch.cat([d[1] for d in draws]).to(model.device)
+    x0 = torch.cat([r.x0.expand(b, -1, -1, -1, -1) for r in references])
+    condition = torch.cat([r.condition.expand(b, -1, -1, -1, -1) for r in references])
+    image = None if references[0].image is None else torch.cat([r.image.expand(b, -1, -1) for r in references])
+    return flow_errors(model, x0, condition, image, tokens, sigma, noise, autocast)
 
 
-def invert_batch(model, references: list[torch.Tensor], config: InversionConfig, reference_sha256s=None,
-                 progress=None, eval_draws: int = 4, observe=None, captions: list[str] | None = None):
-    """k references (F, 3, H, W) in [-1, 1] at once, each with its own generator and embedding (as alone)."""
-    t0 = time.perf_counter()
-    full = model.resolve(config)
-    k, n, b = len(references), config.tokens_per_frame, config.batch_size
-    groups = model.embedding_groups(full.num_frames)
-    shift = shift_of(model)
-    gens = [torch.Generator().manual_seed(config.seed) for _ in references]
-
-    # Frozen inputs per reference: x0 (1, C, F', h, w), condition (1, 4 + C, F', h, w), CLIP tokens or None.
-    x0s = [model.video_latents(frames) for frames in references]
-    conds = [model.condition(frames[:1], full.num_frames) for frames in references]
-    images = [model.image_context(signed_to_pil(frames[:1])) for frames in references]
-    captions = captions or [""] * k
-    tokens = [initial_tokens(model.prompt_tokens(caption), groups, config, gen) for caption, gen in zip(captions, gens)]
-    param = torch.nn.Parameter(torch.stack(tokens).to(model.device, torch.float32))  # (k, G, N, D)
-
+def eval_draws(model, reference: WanReference, count: int, config: InversionConfig) -> list:
+    """`count` fixed (sigma (1,), noise) pairs from seed + 1: the before/after yardstick."""
     g = torch.Generator().manual_seed(config.seed + 1)
-    draws = [(draw_sigma(1, shift, g), torch.randn(tuple(x0s[0].shape), generator=g)) for _ in range(eval_draws)]
-    before = [mean_loss(model, x0s[i], conds[i], images[i], param[i].detach(), draws, groups) for i in range(k)]
+    shift = shift_of(model)
+    return [(draw_sigma(1, shift, g), torch.randn(tuple(reference.x0.shape), generator=g)) for _ in range(count)]
 
-    x0_b = torch.cat([x0.expand(b, -1, -1, -1, -1) for x0 in x0s])  # (k*b, C, F', h, w)
-    cond_b = torch.cat([c.expand(b, -1, -1, -1, -1) for c in conds])
-    image_b = None if images[0] is None else torch.cat([i.expand(b, -1, -1) for i in images])
 
-    def step_losses(step: int) -> list[torch.Tensor]:
-        sigma, noise = [], []
-        for gen in gens:  # each reference's draws from its own generator, as a lone inversion draws them
-            sigma.append(draw_sigma(b, shift, gen))
-            noise.append(torch.randn((b, *x0_b.shape[1:]), generator=gen))
-        sigma, noise = torch.cat(sigma).to(model.device), torch.cat(noise).to(model.device)
-        hidden = param[:, None].expand(k, b, -1, -1, -1).flatten(0, 1)  # (k*b, G, N, D)
-        with autocast(model, config):
-            per_item = flow_loss(model, x0_b, cond_b, image_b, hidden, sigma, noise)
-        return [per_item[i * b:(i + 1) * b].mean() for i in range(k)]
-
-    with model.routing.route(groups, n):
-        optimise(param, config, step_losses, model.invertible_modules(), progress, observe)
-
-    seconds = time.perf_counter() - t0
-    shas = reference_sha256s or [""] * k
-    results = []
-    for i in range(k):
-        final = param[i].detach().float().cpu()
-        emb = MotionEmbedding(tokens=final, model_id=model.model_id, reference_sha256=shas[i],
-                              inversion_config=config_to_dict(config), family=model.family,
-                              video_frames=full.num_frames)
-        after = mean_loss(model, x0s[i], conds[i], images[i], final, draws, groups)
-        results.append((emb, InversionStats(before[i], after, seconds / k)))
-    return results
+@torch.no_grad()
+def eval_loss(model, reference: WanReference, tokens: torch.Tensor, draws) -> float:
+    """The loss of one embedding (G, N, D) averaged over fixed draws."""
+    total = 0.0
+    with model.routing.route(tokens.shape[0], tokens.shape[1]):
+        for sigma, noise in draws:
+            total += flow_errors(model, reference.x0, reference.condition, reference.image, tokens[None].to(model.device),
+                                 sigma.to(model.device), noise.to(model.device)).item()
+    return total / len(draws)

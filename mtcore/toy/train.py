@@ -30,7 +30,7 @@ from mtcore.method.conditioning import time_ids
 from mtcore.method.config import SVD_FPS, SVD_MOTION_BUCKET_ID, SVD_NOISE_AUG_STRENGTH
 from mtcore.io.fileio import atomic_write, write_text
 from mtcore.io.frames import uint8_to_signed
-from mtcore.method.inversion import edm_denoise, weighted_loss
+from mtcore.method.svd_loss import edm_denoise, weighted_loss
 from mtcore.method.models import SVDModel
 from mtcore.method.routing import MotionRouting
 from mtcore.toy import photos
