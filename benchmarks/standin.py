@@ -47,7 +47,7 @@ def video_bytes() -> bytes:
     return _MP4
 
 
-def invert_fitting(model, references, config, reference_sha256s=None, free_bytes=None):
+def invert_fitting(model, references, config, reference_sha256s=None, free_bytes=None, captions=None):
     import torch
 
     from mtcore.method.config import config_to_dict
@@ -55,7 +55,7 @@ def invert_fitting(model, references, config, reference_sha256s=None, free_bytes
 
     full = model.resolve(config)
     shas = list(reference_sha256s or [""] * len(references))
-    return [(MotionEmbedding(tokens=torch.zeros(full.num_frames + 1, config.tokens_per_frame, model.token_dim),
+    return [(MotionEmbedding(tokens=torch.zeros(model.embedding_groups(full.num_frames), config.tokens_per_frame, model.token_dim),
                              model_id=model.model_id, reference_sha256=sha, inversion_config=config_to_dict(config)),
              None) for sha in shas]
 
