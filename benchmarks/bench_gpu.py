@@ -8,7 +8,7 @@ installed), then one sampling step (SVD: 1 pass, guidance off as the method's de
 stock guidance), all the batch's videos at once. s/video = 25 sampling steps x that step / batch: the denoiser only (no VAE decoding, no text or
 image encoding). `planned` is mtcore.method.gpuplan's count on the meta device for the same case: its peak
 (without the 1.5 GiB CUDA context) and its step time on this card's row of GPUS when the card is one of
-them. A case whose planned peak exceeds the card's free memory is skipped and says so (that is the plan
+them. A case whose planned activations exceed the card's free memory (its weights loaded) is skipped and says so (that is the plan
 being used, as `invert_fitting` uses it). One command, at most 5 minutes on one H100.
 
 Run on a GPU machine:   python benchmarks/bench_gpu.py
@@ -69,7 +69,8 @@ def main() -> None:
                 planned_s = f"{seconds(cost, row[1], row[2]):7.2f}" if row else f"{'-':>7}"
                 video = f"{frames}x{width}x{height}"
                 head = f"{family:<8} {size:<5} {video:<12} {('on' if checkpointing else 'off'):<4} {batch:>5}"
-                if device.type == "cuda" and planned_gib * 2**30 > torch.cuda.mem_get_info(device)[0]:
+                # the weights are already on the card: what must still fit is the step's activations
+                if device.type == "cuda" and cost.activation_bytes + cost.transient_bytes > torch.cuda.mem_get_info(device)[0]:
                     print(f"{head} {'skipped: planned peak over the free memory':>27}   planned: {planned_s} "
                           f"{planned_gib:8.1f}", flush=True)
                     continue

@@ -51,7 +51,11 @@ def test_wan_counts_scale_with_the_work_and_checkpointing_saves_memory():
     from mtcore.method.gpuplan import meta_wan
 
     wan = meta_wan("tiny")
+    seen = []
+    hook = wan.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["hidden_states"].shape)), with_kwargs=True)
     one = count_step(wan, 9, 32, 32, batch=1, backward=True, dtype_bytes=2)
+    hook.remove()
+    assert seen[0] == (1, 36, 3, 4, 4)  # what the pipeline feeds it: 9 frames -> 3 latent frames, 32 px -> 4 (VAE 8x)
     two = count_step(wan, 9, 32, 32, batch=2, backward=True, dtype_bytes=2)
     assert two.flops == pytest.approx(2 * one.flops, rel=0.01)
     assert two.activation_bytes == pytest.approx(2 * one.activation_bytes, rel=0.05)  # rotary tables: once

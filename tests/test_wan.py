@@ -61,6 +61,12 @@ def test_oracle_one_group_equals_the_stock_pipeline(wan):
     # text-sensitive, so "changed" is measured against the oracle's own difference)
     other = sample(wan, [image], None, TransferConfig(steps=3, num_frames=5), [7], tokens=tokens * 3 + 1, num_frames=5)
     assert (other - stock).abs().max() > 5e-5
+    # no embedding at all: the stock model with the empty prompt, through the public transfer
+    from mtcore.method.sampling import transfer
+
+    plain = wan.pipe(image=image, prompt="", height=32, width=32, num_frames=5, num_inference_steps=3,
+                     guidance_scale=5.0, output_type="pt", generator=torch.Generator().manual_seed(7)).frames
+    assert (transfer(wan, [image], None, TransferConfig(steps=3, num_frames=5), [7]) - plain).abs().max() < 2e-6
 
 
 def test_wan_2_2_two_experts_match_the_stock_pipeline(tmp_path):
@@ -85,6 +91,10 @@ def test_wan_2_2_two_experts_match_the_stock_pipeline(tmp_path):
     frames = torch.from_numpy(moving_square_frames(5, 32, 3)).permute(0, 3, 1, 2).float() / 127.5 - 1
     emb, stats = invert(wan22, frames, InversionConfig(steps=4, num_frames=5, tokens_per_frame=2, batch_size=4))
     assert emb.tokens.shape == (3, 2, 32) and stats.loss_after < stats.loss_before
+    # bf16 autocast across both experts (their outputs gathered in the experts' dtype)
+    emb16, _ = invert(wan22, frames, InversionConfig(steps=2, num_frames=5, tokens_per_frame=2, batch_size=4,
+                                                     autocast_bf16=True))
+    assert torch.isfinite(emb16.tokens).all()
 
 
 def test_a_group_reaches_only_its_latent_frame(wan):
@@ -240,4 +250,5 @@ def test_a_reference_caption_starts_a_wan_embedding_and_is_in_its_key(wan, wan_d
     config = InversionConfig(tokens_per_frame=4, init_noise=0.0)
     start = initial_tokens(wan.prompt_tokens("a person walks"), 4, config, torch.Generator())
     empty = initial_tokens(wan.prompt_tokens(""), 4, config, torch.Generator())
-    assert start.shape == (4, 4, 32) and not torch.equal(start, empty) and torch.equal(start[0], start[3])
+    assert start.shape == (4, 4, 32) and not torch.equal(start, empty) and torch.equal(start[0], start[2])
+    assert torch.all(start[3] == 0)  # the shared group: zeros, which project as the padding (the stock context)

@@ -8,6 +8,7 @@ built from `asdict(config)` covers every knob that changes an artifact.
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 import typing
 from dataclasses import dataclass
@@ -189,6 +190,9 @@ def range_problems(cfg: InversionConfig | TransferConfig, where: str = "config")
             problems.append(f"{where}.{name}: must be >= 1, got {getattr(cfg, name)}")
     if cfg.num_frames is not None and cfg.num_frames < 2:
         problems.append(f"{where}.num_frames: must be >= 2, got {cfg.num_frames}")
+    scale = getattr(cfg, "guidance_scale", None)
+    if scale is not None and not (math.isfinite(scale) and scale >= 0):
+        problems.append(f"{where}.guidance_scale: must be a number >= 0 (1 = no guidance), got {scale}")
     for name in ("height", "width"):
         v = getattr(cfg, name)
         if v is not None and (v < 8 or v % 8):

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from mtcore import CODE_VERSION
 from mtcore.errors import EmbeddingMismatch, InputError
 from mtcore.io.fileio import atomic_write, require_file
-from mtcore.method.family import SVD
+from mtcore.method.family import SVD, groups_for
 
 FORMAT = "motion-transfer/motion-embedding"
 FORMAT_VERSION = "1"
@@ -149,7 +149,8 @@ def load_embedding(
     )
     if emb.family != SVD and str(meta.get("num_frames", "")).isdigit():
         emb.video_frames = int(meta["num_frames"])
-    if tokens.ndim != 3 or str(emb.num_frames) != meta.get("num_frames"):
+    if tokens.ndim != 3 or str(emb.num_frames) != meta.get("num_frames") or \
+            tokens.shape[0] != groups_for(emb.family, emb.num_frames):
         raise InputError(p, f"corrupt embedding: tensor shape {tuple(tokens.shape)} disagrees with its metadata")
     if family is not None and emb.family != family:
         raise EmbeddingMismatch(p, f"made for a {emb.family} model ({emb.model_id or '?'}); the loaded model is "

@@ -63,6 +63,12 @@ def family_of_identity(model_id: str) -> str:
     return SVD
 
 
+def groups_for(family: str, num_frames: int) -> int:
+    """G, the token groups of an embedding for F frames: SVD F + 1; Wan one per latent frame (F = 4k + 1 -> k + 1)
+    plus one shared."""
+    return (num_frames - 1) // 4 + 2 if family == WAN_I2V else num_frames + 1
+
+
 CAPTION_LABEL = "caption"
 """The reference label a Wan embedding starts from (the encoded text, in place of the empty prompt)."""
 

@@ -163,7 +163,8 @@ def denoise(model: torch.nn.Module, frames: int, height: int, width: int, batch:
     if hasattr(model.config, "text_dim"):  # WanTransformer3DModel
         spec = wan_spec_of(model)
         latent = (frames - 1) // spec.temporal + 1
-        x = torch.randn(batch, model.config.in_channels, latent, height // spec.spatial, width // spec.spatial, **opts)
+        # the VAE's latents (H / 8 x W / 8); the transformer cuts them into its own 2 x 2 patches
+        x = torch.randn(batch, model.config.in_channels, latent, height // spec.vae, width // spec.vae, **opts)
         text = torch.randn(batch, (latent + 1) * tokens + 1, model.config.text_dim, **opts, requires_grad=grad)
         image = (torch.randn(batch, spec.image_tokens, model.config.image_dim, **opts)
                  if model.config.image_dim else None)
@@ -180,8 +181,8 @@ class WanSpec:
     """A Wan transformer size: its diffusers config and what the rest of its pipeline makes of a video."""
 
     config: dict
-    spatial: int = 16
-    """Pixels per transformer token side: the VAE's 8x (Wan 2.2 5B: 16x) times the 2x patches."""
+    vae: int = 8
+    """Pixels per latent side: the VAE's spatial compression (Wan 2.1 / 2.2 A14B: 8; Wan 2.2 5B: 16)."""
     temporal: int = 4
     """Frames per latent frame (F = 4k + 1 -> k + 1 latent frames)."""
     image_tokens: int = 257
@@ -189,6 +190,11 @@ class WanSpec:
     frames: int = 81
     height: int = 480
     width: int = 832
+
+    @property
+    def spatial(self) -> int:
+        """Pixels per transformer token side: the VAE's compression times the patch (height and width multiple)."""
+        return self.vae * int(self.config["patch_size"][1])
 
 
 _WAN_BASE = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=36, out_channels=16, text_dim=4096,
@@ -201,7 +207,7 @@ WAN_SIZES = {
     "1.3B": WanSpec({**_WAN_BASE, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30, "added_kv_proj_dim": 1536}),
     # Wan-AI/Wan2.2-TI2V-5B-Diffusers: 16x VAE, 48 latent channels, no CLIP tokens, 121 frames at 704x1280
     "5B": WanSpec({**_WAN_BASE, "num_attention_heads": 24, "ffn_dim": 14336, "num_layers": 30, "in_channels": 48,
-                   "out_channels": 48, "image_dim": None}, spatial=32, image_tokens=0, frames=121, height=704, width=1280),
+                   "out_channels": 48, "image_dim": None}, vae=16, image_tokens=0, frames=121, height=704, width=1280),
     # the tests' tiny random model (mtcore.method.wan.build_tiny_wan): 32 px, 9 frames
     "tiny": WanSpec({**_WAN_BASE, "num_attention_heads": 2, "attention_head_dim": 12, "text_dim": 32, "ffn_dim": 32,
                      "num_layers": 2, "image_dim": 16, "added_kv_proj_dim": 24, "rope_max_seq_len": 32},

@@ -204,9 +204,9 @@ def invert_fitting(
 
         full = model.resolve(config)
         half = config.autocast_bf16 or model.dtype in (torch.float16, torch.bfloat16)
-        size = min(size, references_that_fit(model.invertible_modules()[0], full.num_frames, full.height, full.width,
-                                             config.tokens_per_frame, config.gradient_checkpointing,
-                                             2 if half else 4, free_bytes))
+        items = references_that_fit(model.invertible_modules()[0], full.num_frames, full.height, full.width,
+                                    config.tokens_per_frame, config.gradient_checkpointing, 2 if half else 4, free_bytes)
+        size = min(size, max(1, items // config.batch_size))  # a reference is batch_size items of a step
     results: list[tuple[MotionEmbedding, InversionStats]] = []
     while len(results) < len(references):
         start = len(results)

@@ -196,8 +196,9 @@ def family_of(src: str, revision: str | None = None) -> str:
     return family_of_class(str(index.get("_class_name", "")), src)
 
 
-def _pretrained(cls, what: str, model, src: str, revision: str | None, dtype: torch.dtype, device: torch.device):
-    """`cls.from_pretrained` in `dtype`, moved to `device`, its progress bars off; a load error in one line."""
+def _pretrained(cls, what: str, model, src: str, revision: str | None, dtype, device: torch.device):
+    """`cls.from_pretrained` in `dtype` (one, or per component), moved to `device`, its progress bars off; a load
+    error in one line."""
     try:
         pipe = cls.from_pretrained(src, revision=revision, dtype=dtype)
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -250,7 +251,9 @@ def load_model(
 
         from mtcore.method.wan import wrap
 
-        pipe = _pretrained(WanImageToVideoPipeline, "a Wan I2V", model, src, revision, dt, dev)
+        # the VAE and CLIP in float32 as Wan's own examples load them (cast after loading, bits would be lost)
+        parts = {"default": dt, "vae": torch.float32, "image_encoder": torch.float32}
+        pipe = _pretrained(WanImageToVideoPipeline, "a Wan I2V", model, src, revision, parts, dev)
         wan = wrap(pipe, model_id, dev, dt, src if is_local(src) else None)
         if compile_unet:
             pipe.transformer = torch.compile(pipe.transformer)

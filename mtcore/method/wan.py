@@ -45,7 +45,7 @@ class WanModel:
     routing: WanMotionRouting
     device: torch.device
     dtype: torch.dtype
-    """The transformer's compute dtype; the VAE stays float32 (as Wan's own examples load it)."""
+    """The transformer's (and umT5's) dtype; the VAE and CLIP load in float32 (as Wan's own examples load them)."""
     native: tuple[int, tuple[int, int]] = (STOCK_FRAMES, STOCK_SIZE)
     """(frames, (height, width)) when a config leaves them unset."""
     family: str = WAN_I2V
@@ -96,6 +96,10 @@ class WanModel:
         m = self.size_multiple
         if full.height % m or full.width % m:
             raise InputError("height/width", f"Wan needs multiples of {m} pixels, got {full.height}x{full.width}")
+        n = getattr(full, "tokens_per_frame", 1)
+        if 2 * n > TEXT_LENGTH - 1:
+            raise InputError("tokens_per_frame", f"a Wan frame sees 2N of its {TEXT_LENGTH} text tokens: N must be at "
+                                                 f"most {(TEXT_LENGTH - 1) // 2}, got {n}")
         return full
 
     # -- conditioning, as the pipeline builds it --------------------------------------------------------
@@ -180,11 +184,13 @@ class WanModel:
         if len(experts) == 1 or ratio is None:
             return self._call(experts[0], x, timestep, text, image)
         high = timestep >= ratio * self.pipe.scheduler.config.num_train_timesteps
-        out = torch.empty(noisy.shape, dtype=self.dtype, device=noisy.device)
+        out = None
         for expert, rows in ((experts[0], high), (experts[1], ~high)):
             if rows.any():
-                out[rows] = self._call(expert, x[rows], timestep[rows], text[rows],
-                                       None if image is None else image[rows])
+                part = self._call(expert, x[rows], timestep[rows], text[rows], None if image is None else image[rows])
+                if out is None:  # in the experts' output dtype (bf16 under autocast)
+                    out = part.new_empty((noisy.shape[0], *part.shape[1:]))
+                out[rows] = part.to(out.dtype)
         return out
 
     def _call(self, transformer, x, timestep, text, image):
@@ -242,7 +248,6 @@ def wrap(pipe, model_id: str, device: torch.device, dtype: torch.dtype, folder: 
     if pipe.config.expand_timesteps:
         raise InputError(model_id, "Wan 2.2 TI2V (expand_timesteps) is not supported: its first frame is a "
                                    "timestep mask, not a condition latent; supported: Wan 2.1 / 2.2 I2V")
-    pipe.vae.to(torch.float32)
     for part in (pipe.transformer, pipe.transformer_2, pipe.vae, pipe.text_encoder, pipe.image_encoder):
         if part is not None:
             part.requires_grad_(False)

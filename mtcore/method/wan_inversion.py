@@ -8,8 +8,9 @@ Flow matching (rectified flow), as Wan is trained and as diffusers' flow-matchin
   loss = mean((v(x_sigma ++ condition, timestep, motion embedding, CLIP image tokens) - (n - x0))^2)
 The condition (first-frame latents and mask) and the CLIP image tokens are built by the pipeline's own
 methods from the reference's first frame, exactly as sampling builds them from a target image.
-The embedding starts, in every group, from the first N tokens of the encoded caption ("" = the empty
-prompt: its end-of-text token, then the zeros of its padding), plus `init_noise` x their std of noise.
+The embedding starts, in every frame group, from the first N tokens of the encoded caption ("" = the empty
+prompt: its end-of-text token, then the zeros of its padding), and in the shared group from zeros (which
+project as the padding does: the start is the caption's stock context), plus `init_noise` x their std of noise.
 """
 
 from __future__ import annotations
@@ -39,12 +40,17 @@ def draw_sigma(count: int, shift: float, generator: torch.Generator) -> torch.Te
 
 
 def initial_tokens(prompt: torch.Tensor, groups: int, config: InversionConfig, generator: torch.Generator) -> torch.Tensor:
-    """(G, N, D) start: every group = the prompt's first N tokens (N, D) ("zeros": all zero), plus noise."""
+    """(G, N, D) start: every frame group = the prompt's first N tokens (N, D), the shared group zeros, plus noise.
+
+    Zero tokens project as the padding does, so a latent frame's start context, [prompt, zeros, padding], is
+    the stock context of the prompt ("zeros": every group zero, the empty context)."""
     n = config.tokens_per_frame
     base = prompt[:n].float().cpu()
     if config.init == "zeros":
         base = torch.zeros_like(base)
     tokens = base[None].expand(groups, -1, -1).clone()
+    if groups > 1:
+        tokens[-1] = 0.0
     if config.init_noise > 0 and base.abs().sum() > 0:
         jitter = torch.randn(tokens.shape, generator=generator, dtype=torch.float32)
         tokens += config.init_noise * base.std() * jitter

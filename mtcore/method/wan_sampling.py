@@ -10,6 +10,8 @@ drawn as a lone stock call draws it, so a batch equals the same targets sampled 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -32,16 +34,18 @@ def sample(model, images, embedding, config, seeds: list[int], progress=None, to
     height, width, frames = full.height, full.width, full.num_frames
     if embedding is not None and embedding.num_frames != frames:
         raise EmbeddingMismatch("embedding", f"made for F={embedding.num_frames} frames, {frames} requested")
-    if tokens is None:
-        tokens = model.prompt_tokens("")[None]  # one group: the stock empty prompt
-    groups = tokens.shape[0]
-    if groups not in (1, model.embedding_groups(frames)):
-        raise EmbeddingMismatch("embedding", f"{groups} token groups; {frames} frames need "
-                                             f"{model.embedding_groups(frames)} (latent frames + 1)")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     guidance = config.guidance_scale if config.guidance_scale is not None else STOCK_GUIDANCE
-    text = model.hidden_states(tokens[None].to(dev, torch.float32)).expand(b, -1, -1).to(model.dtype)
     negative = model.negative(b) if guidance > 1 else None
+    if tokens is None:  # the stock model: the empty prompt's 512 tokens, unrouted
+        text, routing = model.negative(b), contextlib.nullcontext()
+    else:
+        groups = tokens.shape[0]
+        if groups not in (1, model.embedding_groups(frames)):
+            raise EmbeddingMismatch("embedding", f"{groups} token groups; {frames} frames need "
+                                                 f"{model.embedding_groups(frames)} (latent frames + 1)")
+        text = model.hidden_states(tokens[None].to(dev, torch.float32)).expand(b, -1, -1).to(model.dtype)
+        routing = model.route(groups, tokens.shape[1])
     image_tokens = model.image_context(images)
 
     image = pipe.video_processor.preprocess(images, height=height, width=width).to(dev, dtype=torch.float32)
@@ -53,7 +57,7 @@ def sample(model, images, embedding, config, seeds: list[int], progress=None, to
 
     pipe.scheduler.set_timesteps(config.steps, device=dev)
     timesteps = pipe.scheduler.timesteps
-    with model.routing.route(groups, tokens.shape[1]):
+    with routing:
         for i, t in enumerate(timesteps):
             step_t = t.expand(b)
             pred = model.velocity(latents, condition, step_t, text, image_tokens)
