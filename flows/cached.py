@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 import uuid
 from typing import TYPE_CHECKING
@@ -80,13 +81,33 @@ def record_flow_run(api_url: str, flow_name: str, parameters: dict, message: str
     return run["id"]
 
 
+RETRY_CODES = {408, 429, 502, 503}
+"""Answers a busy server gives (Prefect's SQLite server answers 503 while its database is locked); Prefect's
+own client retries these, so this does too."""
+
+
 def _post(api_url: str, path: str, body: dict) -> dict:
+    """POST to Prefect's REST API, retried as Prefect's client retries: on a busy answer (RETRY_CODES) or a refused
+    connection, up to PREFECT_CLIENT_MAX_RETRIES times (default 5), after Retry-After or 1, 2, 4, 8, 16 s."""
     headers = {"Content-Type": "application/json"}
     if os.environ.get("PREFECT_API_KEY"):  # Prefect Cloud
         headers["Authorization"] = f"Bearer {os.environ['PREFECT_API_KEY']}"
-    request = urllib.request.Request(api_url.rstrip("/") + path, json.dumps(body).encode(), headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    retries = int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES", "5"))
+    for attempt in range(retries + 1):
+        request = urllib.request.Request(api_url.rstrip("/") + path, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in RETRY_CODES or attempt == retries:
+                raise
+            wait = exc.headers.get("Retry-After") if exc.headers else None
+        except urllib.error.URLError:
+            if attempt == retries:
+                raise
+            wait = None
+        time.sleep(float(wait) if wait and wait.replace(".", "", 1).isdigit() else 2.0 ** attempt)
+    raise AssertionError("unreachable")
 
 
 __all__ = ["nothing_to_do", "record_flow_run"]

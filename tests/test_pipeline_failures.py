@@ -80,3 +80,43 @@ def test_structural_errors_refuse_the_run_naming_entry_and_field(media, tmp_path
         assert "pairs[0].target" in r.stderr and "kitten" in r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_the_nothing_to_do_record_retries_a_busy_prefect_server():
+    """Prefect's SQLite server answers 503 while its database is locked; the cached path's REST calls retry it as
+    Prefect's client does (after Retry-After), and a real error still fails at once."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from flows.cached import record_flow_run
+
+    answers = {"/api/flows/": [503, 503, 200], "/api/flow_runs/": [429, 200]}
+    calls = []
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(self.path)
+            code = answers[self.path].pop(0)
+            body = json.dumps({"id": f"id-of-{self.path}"}).encode()
+            self.send_response(code)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api"
+        assert record_flow_run(url, "bulk-run", {}, "nothing to do") == "id-of-/api/flow_runs/"
+        assert calls == ["/api/flows/"] * 3 + ["/api/flow_runs/"] * 2
+        answers["/api/flows/"] = [404]
+        with pytest.raises(Exception, match="404"):
+            record_flow_run(url, "bulk-run", {}, "nothing to do")
+    finally:
+        server.shutdown()
