@@ -63,10 +63,14 @@ def family_of_identity(model_id: str) -> str:
     return SVD
 
 
+def latent_frames(num_frames: int, temporal: int = 4) -> int:
+    """F' of a Wan video of F frames: its VAE compresses time `temporal`x, keeping the first frame (4k + 1 -> k + 1)."""
+    return (num_frames - 1) // temporal + 1
+
+
 def groups_for(family: str, num_frames: int) -> int:
-    """G, the token groups of an embedding for F frames: SVD F + 1; Wan one per latent frame (F = 4k + 1 -> k + 1)
-    plus one shared."""
-    return (num_frames - 1) // 4 + 2 if family == WAN_I2V else num_frames + 1
+    """G, the token groups of an embedding for F frames: SVD F + 1; Wan one per latent frame plus one shared."""
+    return latent_frames(num_frames) + 1 if family == WAN_I2V else num_frames + 1
 
 
 CAPTION_LABEL = "caption"
@@ -140,4 +144,4 @@ class MotionModel(Protocol):
 
 
 __all__ = ["SVD", "WAN_I2V", "FAMILIES", "CAPTION_LABEL", "MotionModel", "family_of_class", "family_of_folder",
-           "family_of_identity", "identity_prefix"]
+           "family_of_identity", "groups_for", "identity_prefix", "latent_frames"]

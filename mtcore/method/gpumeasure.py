@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mtcore.method.gpuplan import WAN_SIZES, denoise, meta_unet, meta_wan, routed
+from mtcore.method.gpuplan import WAN_SIZES, built, denoise, meta_unet, meta_wan, routed
 
 SVD_SIZES = ("1.5B", "tiny")
 """SVD img2vid's UNet (diffusers' default config, 1.52 B parameters) and the tests' tiny one."""
@@ -35,14 +35,8 @@ def build_denoiser(family: str, size: str, device: str | torch.device = "meta", 
     config = tiny_unet_config() if size == "tiny" else None
     if str(device) == "meta":
         return meta_unet(UNetSpatioTemporalConditionModel, config)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            unet = UNetSpatioTemporalConditionModel.from_config(config) if config else UNetSpatioTemporalConditionModel()
-    finally:
-        torch.set_default_dtype(previous)
-    return unet.requires_grad_(False)
+    return built(lambda: UNetSpatioTemporalConditionModel.from_config(config) if config else UNetSpatioTemporalConditionModel(),
+                 device, dtype)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from mtcore.method.family import latent_frames
+
 GPUS = {
     # name: (memory GiB, dense bf16 TFLOP/s from the vendor's sheet, assumed model-FLOPs utilisation)
     "A100 80GB": (80, 312.0, 0.40),
@@ -79,10 +81,7 @@ def meta_unet(unet_class: type | None = None, config: dict | None = None) -> tor
         unet = unet_class.from_config(config) if config is not None else unet_class()
     unet = unet.to("meta").requires_grad_(False)
     if hasattr(unet.config, "text_dim"):  # a Wan transformer: counted routed, with Wan 2.1's CLIP tokens if it takes them
-        from mtcore.method.wan_routing import WanMotionRouting
-
-        unet._motion_routing = WanMotionRouting.install(unet)
-        unet._wan_spec = WanSpec(dict(unet.config), image_tokens=257 if unet.config.image_dim else 0)
+        return with_routing(unet, WanSpec(dict(unet.config), image_tokens=257 if unet.config.image_dim else 0))
     return unet
 
 
@@ -150,8 +149,7 @@ def routed(model: torch.nn.Module, frames: int, tokens: int):
     whose plan counts N tokens unrouted: the same work)."""
     if not hasattr(model, "_motion_routing"):
         return contextlib.nullcontext()
-    latent = (frames - 1) // wan_spec_of(model).temporal + 1
-    return model._motion_routing.route(latent + 1, tokens)
+    return model._motion_routing.route(latent_frames(frames, wan_spec_of(model).temporal) + 1, tokens)
 
 
 def denoise(model: torch.nn.Module, frames: int, height: int, width: int, batch: int, tokens: int,
@@ -162,7 +160,7 @@ def denoise(model: torch.nn.Module, frames: int, height: int, width: int, batch:
     opts = {"device": device, "dtype": dtype}
     if hasattr(model.config, "text_dim"):  # WanTransformer3DModel
         spec = wan_spec_of(model)
-        latent = (frames - 1) // spec.temporal + 1
+        latent = latent_frames(frames, spec.temporal)
         # the VAE's latents (H / 8 x W / 8); the transformer cuts them into its own 2 x 2 patches
         x = torch.randn(batch, model.config.in_channels, latent, height // spec.vae, width // spec.vae, **opts)
         text = torch.randn(batch, (latent + 1) * tokens + 1, model.config.text_dim, **opts, requires_grad=grad)
@@ -225,20 +223,31 @@ def meta_wan(size: str = "14B", device: str | torch.device = "meta", dtype: torc
     counting, or with random weights on a real device for measuring."""
     from diffusers import WanTransformer3DModel
 
-    from mtcore.method.wan_routing import WanMotionRouting
-
     spec = WAN_SIZES[size]
+    return with_routing(built(lambda: WanTransformer3DModel.from_config(spec.config), device, dtype), spec)
+
+
+def built(make, device: str | torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """`make()` run on `device` with `dtype` as the default dtype, frozen: the weights are created in their dtype
+    (16 B float32 weights would not fit beside their bf16 copy)."""
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # built in its dtype: 16 B float32 weights would not fit beside their copy
+    torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = WanTransformer3DModel.from_config(spec.config)
+            model = make()
     finally:
         torch.set_default_dtype(previous)
-    model = model.requires_grad_(False)
-    model._motion_routing = WanMotionRouting.install(model)
-    model._wan_spec = spec
-    return model
+    return model.requires_grad_(False)
+
+
+def with_routing(transformer: torch.nn.Module, spec: WanSpec) -> torch.nn.Module:
+    """A Wan transformer with the motion routing installed and its size's spec kept, as `routed` and `denoise`
+    use them."""
+    from mtcore.method.wan_routing import WanMotionRouting
+
+    transformer._motion_routing = WanMotionRouting.install(transformer)
+    transformer._wan_spec = spec
+    return transformer
 
 
 def seconds(cost: StepCost, tflops: float, utilisation: float) -> float:
@@ -304,4 +313,4 @@ def references_that_fit(unet: torch.nn.Module, frames: int, height: int, width: 
 
 
 __all__ = ["GPUS", "StepCost", "Plan", "count_step", "plan", "seconds", "svd_unet", "meta_unet", "references_that_fit",
-           "WAN_SIZES", "WanSpec", "meta_wan", "denoise"]
+           "WAN_SIZES", "WanSpec", "meta_wan", "built", "with_routing", "denoise"]

@@ -23,7 +23,7 @@ from PIL import Image
 
 from mtcore.errors import InputError
 from mtcore.method.config import Config, resolve
-from mtcore.method.family import WAN_I2V
+from mtcore.method.family import WAN_I2V, latent_frames
 from mtcore.method.wan_routing import TEXT_LENGTH, WanMotionRouting
 
 STOCK_FRAMES = 81
@@ -81,7 +81,7 @@ class WanModel:
         return int(self.pipe.vae_scale_factor_spatial * self.invertible_modules()[0].config.patch_size[1])
 
     def latent_frames(self, num_frames: int) -> int:
-        return (num_frames - 1) // self.temporal_factor + 1
+        return latent_frames(num_frames, self.temporal_factor)
 
     def embedding_groups(self, num_frames: int) -> int:
         return self.latent_frames(num_frames) + 1
@@ -137,7 +137,7 @@ class WanModel:
         return self.pipe.image_encoder(**inputs).pooler_output
 
     @torch.no_grad()
-    def condition(self, image: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(self, image: torch.Tensor, num_frames: int) -> torch.Tensor:
         """For (B, 3, H, W) first frames in [-1, 1]: (mask, latent) stacked as the pipeline's `condition`,
         (B, 4 + C, F', h, w), built by the pipeline's own prepare_latents one image at a time."""
         vae = self.pipe.vae

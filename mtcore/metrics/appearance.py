@@ -55,6 +55,6 @@ def clip_similarity(encoder: Encoder | None, target: np.ndarray, output: np.ndar
 def model_encoder(model) -> Encoder | None:
     """The model's own CLIP image encoder (mtcore.method.family.MotionModel.image_embeddings) as an Encoder;
     None for a model without one (Wan 2.2 I2V), whose CLIP metrics are then left empty with that note."""
-    if model.family != "svd" and getattr(model.pipe, "image_encoder", None) is None:
+    if getattr(model.pipe, "image_encoder", None) is None:
         return None
     return lambda images: model.image_embeddings(images).float().cpu().numpy()
